@@ -1,0 +1,86 @@
+"""Event kinds and the lanes that order them.
+
+A kind is a dotted lower-case name. The cloud stores kinds it does not know yet (a newer gateway
+may speak of things an older cloud does not handle); the lane of a kind decides how the gateway
+buffers it: life safety is sent first and never evicted, telemetry goes first when the store is full.
+"""
+
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class Lane(IntEnum):
+    LIFE_SAFETY = 0  # smoke, fire, panic: sent alone and at once, never evicted
+    SECURITY = 1  # access, doors, intrusion, device and gateway health: never evicted
+    TELEMETRY = 2  # readings: the oldest go first when the store is full
+
+
+KIND_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
+_KIND = re.compile(KIND_PATTERN)
+
+KNOWN_KINDS: dict[str, Lane] = {
+    # life safety
+    "fire.alarm": Lane.LIFE_SAFETY,
+    "fire.reset": Lane.LIFE_SAFETY,
+    "smoke.alarm": Lane.LIFE_SAFETY,
+    "smoke.clear": Lane.LIFE_SAFETY,
+    "panic.alarm": Lane.LIFE_SAFETY,
+    "door.egress_released": Lane.LIFE_SAFETY,
+    # security and access
+    "access.granted": Lane.SECURITY,
+    "access.denied": Lane.SECURITY,
+    "door.opened": Lane.SECURITY,
+    "door.closed": Lane.SECURITY,
+    "door.forced": Lane.SECURITY,
+    "door.held_open": Lane.SECURITY,
+    "intrusion.detected": Lane.SECURITY,
+    "device.online": Lane.SECURITY,
+    "device.offline": Lane.SECURITY,
+    "device.fault": Lane.SECURITY,
+    # the gateway's own reports
+    "gateway.started": Lane.SECURITY,
+    "gateway.evicted": Lane.SECURITY,  # data: {"ranges": [[a, b], ...], "count": n, "bytes": n}
+    "gateway.store_full": Lane.SECURITY,
+    "gateway.refused": Lane.SECURITY,  # data: {"count": n} telemetry refused while the store was full
+    # telemetry
+    "telemetry.point": Lane.TELEMETRY,
+    "meter.reading": Lane.TELEMETRY,
+    "equipment.status": Lane.TELEMETRY,
+}
+
+
+def valid_kind(kind: str) -> bool:
+    return bool(_KIND.match(kind)) and len(kind) <= 64
+
+
+def lane_of(kind: str) -> Lane:
+    """The lane of a known kind; an unknown kind is treated as security (kept, never evicted)
+    unless its family says otherwise, so a misspelt alarm is never thrown away as telemetry."""
+    lane = KNOWN_KINDS.get(kind)
+    if lane is not None:
+        return lane
+    family = kind.split(".", 1)[0]
+    if family in {"fire", "smoke", "panic"}:
+        return Lane.LIFE_SAFETY
+    if family in {"telemetry", "meter"}:
+        return Lane.TELEMETRY
+    return Lane.SECURITY
+
+
+@dataclass(slots=True)
+class NewEvent:
+    """What a driver hands to an event sink. The outbox adds seq, time, boot id and clock state."""
+
+    kind: str
+    source: str
+    data: dict[str, Any] = field(default_factory=dict)
+    time_ms: int | None = None  # when it happened, if the driver knows better than "now"
+    lane: Lane | None = None  # override; normally derived from the kind
+
+    def __post_init__(self) -> None:
+        if not valid_kind(self.kind):
+            raise ValueError(f"invalid event kind {self.kind!r}: dotted lower-case name expected")
+        if self.lane is None:
+            self.lane = lane_of(self.kind)
