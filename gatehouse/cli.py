@@ -16,6 +16,10 @@ SIDES = {
     "sim": ("drivers.sim.cli", "run device simulators"),
 }
 
+# Third-party modules that come with an install extra; a missing one means "install the extra".
+EXTRA_MODULES = {"aiosqlite", "alembic", "amqtt", "asyncpg", "fastapi", "httpx", "jinja2", "paho",
+                 "prometheus_client", "sqlalchemy", "uvicorn"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -42,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(module)
         except ImportError as e:
+            if (e.name or "").split(".")[0] not in EXTRA_MODULES:
+                raise  # a real bug, not a missing extra
             # This install lacks the extra for that side; say so instead of a traceback.
             p.set_defaults(func=lambda _a, e=e, name=name: _missing_extra(name, e))
             side_sub.required = False

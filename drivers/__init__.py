@@ -1,0 +1,1 @@
+"""Device families turning field protocols into normalized events (see protocols.sink.EventSink)."""

@@ -1,0 +1,1 @@
+"""Simulators: product features that ``gatehouse demo`` runs on and installers rehearse with."""

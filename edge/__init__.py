@@ -1,0 +1,1 @@
+"""The gateway runtime: outbox, uplink, supervisor, status and CLI."""

@@ -1,0 +1,132 @@
+"""The gateway's one TOML file, checked against this schema (``GatewayConfig``).
+
+``gatehouse gateway check-config FILE`` runs exactly this check. Every section but ``mqtt`` has
+defaults fit for a Raspberry Pi; see config/gateway.example.toml for the commented version.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from protocols.configuration import ConfigError, read_config
+from protocols.topics import GATEWAY_ID_PATTERN
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class MqttSection(BaseModel):
+    model_config = _STRICT
+
+    url: str = Field(description="mqtt://host:port, or mqtts://host:port for TLS")
+    username: str = ""  # defaults to the gateway id (the broker's ACL keys on it)
+    password: str = ""
+    ca_file: str = ""  # CA bundle for mqtts; empty = the system's trust store
+    client_id: str = ""  # defaults to the gateway id: one persistent session per gateway
+    keepalive_s: Annotated[int, Field(ge=5, le=600)] = 30
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as e:
+            raise ValueError(f"bad port: {e}") from None
+        return v
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class OutboxSection(BaseModel):
+    model_config = _STRICT
+
+    # Cap on stored event bytes; at the cap the oldest telemetry goes first.
+    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 256 * 1024 * 1024
+    # Group commit: wait at most this long for more producers before committing...
+    commit_interval_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    # ...or commit at once when this many events are waiting. Life-safety events never wait.
+    commit_max_events: Annotated[int, Field(ge=1, le=100_000)] = 2000
+
+
+class UplinkSection(BaseModel):
+    model_config = _STRICT
+
+    batch_max_events: Annotated[int, Field(ge=1, le=10_000)] = 2000
+    # With batches in flight, wait this long for a fuller batch; with none in flight, send at once.
+    batch_max_age_ms: Annotated[float, Field(ge=0, le=60_000)] = 50.0
+    window: Annotated[int, Field(ge=1, le=64)] = 8  # batches in flight awaiting the cloud's ack
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.25
+    # Capped low so a returning broker is used within seconds; jitter spreads a fleet's reconnects.
+    reconnect_max_s: Annotated[float, Field(gt=0, le=300)] = 4.0
+
+    @model_validator(mode="after")
+    def _order(self) -> "UplinkSection":
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        return self
+
+
+class ClockSection(BaseModel):
+    model_config = _STRICT
+
+    synced: Literal["auto", "yes", "no"] = "auto"  # auto: ask the kernel's NTP state
+
+
+class SyntheticSource(BaseModel):
+    """The simulated event source of drivers/sim/synthetic.py (demo and benchmarks)."""
+
+    model_config = _STRICT
+
+    kind: Literal["synthetic"] = "synthetic"
+    rate_per_s: Annotated[float, Field(ge=0, le=1_000_000)] = 5.0
+    batch: Annotated[int, Field(ge=1, le=10_000)] = 10
+    alarm_every_s: Annotated[float, Field(ge=0)] = 0.0  # 0 = never
+    access_every_s: Annotated[float, Field(ge=0)] = 7.0
+    seed: int = 1
+
+
+class GatewayConfig(BaseModel):
+    model_config = _STRICT
+
+    gateway_id: Annotated[str, Field(pattern=GATEWAY_ID_PATTERN)]
+    data_dir: str = "./var/gateway"
+    config_version: Annotated[str, Field(max_length=64)] = ""
+    mqtt: MqttSection
+    outbox: OutboxSection = OutboxSection()
+    uplink: UplinkSection = UplinkSection()
+    clock: ClockSection = ClockSection()
+    sources: list[SyntheticSource] = Field(default_factory=list)
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.data_dir) / "outbox.sqlite3"
+
+    @property
+    def mqtt_username(self) -> str:
+        return self.mqtt.username or self.gateway_id
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or self.gateway_id
+
+
+def load_gateway_config(path: str) -> GatewayConfig:
+    cfg = read_config(path, GatewayConfig)
+    if cfg.mqtt.ca_file and not Path(cfg.mqtt.ca_file).is_file():
+        raise ConfigError(f"{path}: mqtt.ca_file: no such file {cfg.mqtt.ca_file!r}")
+    return cfg
