@@ -1,0 +1,121 @@
+"""The cloud's HTTP API: health and metrics for the operator, ``/api/v1`` for the console and tools.
+
+``/healthz`` and ``/metrics`` need no token (load balancers and Prometheus scrape them);
+everything under ``/api/v1`` needs ``Authorization: Bearer <token>``.
+"""
+
+import asyncio
+import logging
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloud import metrics
+from cloud.config import CloudConfig, api_token
+from cloud.db import SessionFactory, is_transient
+from cloud.events.endpoints import router as events_router
+from cloud.kit.errors import CloudError, Unauthorized
+from cloud.kit.web import SessionDep, require_token
+from cloud.registry import count_online, list_gateways
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_S = 2.0
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    code: str
+
+
+class GatewayOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    site: str
+    online: bool
+    last_seen: datetime | None = Field(validation_alias="last_seen_at")
+    version: str
+    config_version: str
+    boot_id: str
+    clock_synced: bool
+    store_id: str
+    state_time: datetime | None
+    event_count: int
+    created_at: datetime
+
+
+gateways_router = APIRouter(tags=["gateways"])
+
+
+@gateways_router.get("/gateways", summary="List registered gateways and their last state")
+async def get_gateways(session: SessionDep) -> list[GatewayOut]:
+    return [GatewayOut.model_validate(g) for g in await list_gateways(session)]
+
+
+def create_app(config: CloudConfig, sessions: SessionFactory, *, token: str | None = None) -> FastAPI:
+    """The API app on ``sessions``. ``token`` defaults to the configured (or kept) API token."""
+    app = FastAPI(
+        title="Gatehouse cloud",
+        version="1",
+        description="Gateways, their events, and the property-management modules built on them.",
+    )
+    app.state.sessions = sessions
+    app.state.api_token = token or api_token(config)
+    app.state.config = config
+
+    @app.exception_handler(CloudError)
+    async def _domain_error(_request: Request, exc: CloudError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return JSONResponse({"detail": str(exc), "code": exc.code}, exc.status_code, headers=headers)
+
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+            return JSONResponse({"detail": "database unavailable, try again", "code": "unavailable"}, 503)
+        log.error("%s %s: database error", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error", "code": "internal_error"}, 500)
+
+    # A refused connection reaches us as a bare OSError (the driver's), not wrapped by SQLAlchemy.
+    app.add_exception_handler(SQLAlchemyError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
+
+    @app.get("/healthz", tags=["operations"], summary="200 when the database answers, else 503")
+    async def healthz() -> JSONResponse:
+        try:
+            async with sessions() as session:
+                await asyncio.wait_for(session.execute(text("SELECT 1")), HEALTH_TIMEOUT_S)
+        except Exception as e:
+            log.warning("health check: database unreachable: %s", e)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        # The online gauge is a fact of the database, shared by every replica: read it at scrape
+        # time. If the database does not answer, the last value stands.
+        try:
+            async with sessions() as session:
+                metrics.GATEWAYS_ONLINE.set(await asyncio.wait_for(count_online(session), HEALTH_TIMEOUT_S))
+        except Exception as e:
+            log.debug("metrics: gateways online not refreshed: %s", e)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    api = APIRouter(
+        prefix="/api/v1",
+        dependencies=[Depends(require_token)],
+        responses={
+            401: {"model": ErrorOut, "description": "Missing or wrong API token"},
+            422: {"description": "A query parameter is not valid; the detail says which and why"},
+            503: {"model": ErrorOut, "description": "The database is unavailable"},
+        },
+    )
+    api.include_router(gateways_router)
+    api.include_router(events_router)
+    app.include_router(api)
+    return app

@@ -1,0 +1,208 @@
+"""The cloud's configuration: one TOML file checked against ``CloudConfig``, plus two env overrides.
+
+Every key has a default, so ``gatehouse cloud serve`` runs with no file at all (SQLite under
+``./var/cloud``, the embedded broker, generated secrets). Secrets left empty in the file are made
+once and kept under ``data_dir`` with mode 0600, so restarts keep the same token and password.
+"""
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocols.configuration import ConfigError, read_config
+
+DATA_DIR_ENV = "GATEHOUSE_DATA_DIR"
+DATABASE_URL_ENV = "GATEHOUSE_DATABASE_URL"
+API_TOKEN_FILE = "api-token"
+MQTT_PASSWORD_FILE = "mqtt-password"
+
+_Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    # A misspelt key is an error, not a silently ignored line.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    url: str = ""
+
+
+class ApiConfig(_Section):
+    host: str = "127.0.0.1"
+    port: _Port = 8080
+    token: str = ""
+
+
+class MqttConfig(_Section):
+    url: str = ""
+    embedded_host: str = "127.0.0.1"
+    # Not 1883: a Mosquitto may already hold the standard port on the same machine.
+    embedded_port: _Port = 18830
+    username: Annotated[str, Field(min_length=1)] = "gatehouse-cloud"
+    password: str = ""
+    ca_file: str = ""
+    client_id: Annotated[str, Field(min_length=1, max_length=64)] = "gatehouse-ingest"
+    share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)] = ""
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if value:
+            parse_broker_url(value)  # raises ValueError with the reason
+        return value
+
+
+class MosquittoConfig(_Section):
+    password_file: str = ""
+    acl_file: str = ""
+    pid_file: str = ""
+
+
+class IngestConfig(_Section):
+    max_batch_events: Annotated[int, Field(ge=1, le=100_000)] = 5000
+
+
+class CloudConfig(_Section):
+    data_dir: Annotated[str, Field(min_length=1)] = "./var/cloud"
+    database: DatabaseConfig = DatabaseConfig()
+    api: ApiConfig = ApiConfig()
+    mqtt: MqttConfig = MqttConfig()
+    mosquitto: MosquittoConfig = MosquittoConfig()
+    ingest: IngestConfig = IngestConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; anything else raises ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"{url!r}: expected mqtt://host:port or mqtts://host:port")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number between 1 and 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"{url!r}: no host")
+    if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
+        raise ValueError(f"{url!r}: only scheme, host and port belong in the broker URL")
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+def load_cloud_config(path: str | None) -> CloudConfig:
+    """The config in ``path`` (None: every default), with the env overrides applied.
+
+    Raises ConfigError, whose text is one line naming the file, the key and the problem."""
+    config = CloudConfig() if path is None else read_config(path, CloudConfig)
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        config = config.model_copy(update={"data_dir": data_dir})
+    db_url = os.environ.get(DATABASE_URL_ENV)
+    if db_url:
+        # The env wins over the file so that a container can point a baked-in config at its database.
+        config = config.model_copy(update={"database": DatabaseConfig(url=db_url)})
+    return config
+
+
+def data_dir(config: CloudConfig) -> Path:
+    path = Path(config.data_dir).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"data_dir: cannot create {path}: {e.strerror}") from None
+    return path
+
+
+def database_url(config: CloudConfig) -> str:
+    """The SQLAlchemy async URL: the configured one with its async driver named, or SQLite in data_dir."""
+    url = config.database.url
+    if not url:
+        return f"sqlite+aiosqlite:///{data_dir(config) / 'gatehouse.db'}"
+    # Accept the URLs people copy from elsewhere; the engine needs the async drivers.
+    for plain, asynchronous in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return asynchronous + url[len(plain) :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ConfigError(
+        f"database.url: {url.split('://', 1)[0]!r} is not supported; use postgresql://... or sqlite:///..."
+    )
+
+
+def api_token(config: CloudConfig) -> str:
+    """The API's bearer token: from the file, or made once and kept in ``{data_dir}/api-token``."""
+    return config.api.token or _kept_secret(data_dir(config) / API_TOKEN_FILE)
+
+
+def mqtt_password(config: CloudConfig) -> str:
+    """The cloud's broker password: from the file, or made once and kept in ``{data_dir}/mqtt-password``."""
+    return config.mqtt.password or _kept_secret(data_dir(config) / MQTT_PASSWORD_FILE)
+
+
+def broker_address(config: CloudConfig) -> BrokerAddress:
+    """Where the cloud's MQTT clients connect: ``mqtt.url``, or the embedded broker."""
+    if config.mqtt.url:
+        return parse_broker_url(config.mqtt.url)
+    return BrokerAddress(config.mqtt.embedded_host, config.mqtt.embedded_port, tls=False)
+
+
+def uses_embedded_broker(config: CloudConfig) -> bool:
+    return not config.mqtt.url
+
+
+def _kept_secret(path: Path) -> str:
+    existing = _read_secret(path)
+    if existing is not None:
+        return existing
+    # Written to a private temp file, then linked into place: link() fails if another process got
+    # there first, and then both use that one. Nobody ever reads a half-written secret.
+    secret = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(secret + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _read_secret(path) or ""
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write: {e.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return secret
+
+
+def _read_secret(path: Path) -> str | None:
+    """The secret kept in ``path``; None if there is no such file."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if not value:
+        raise ConfigError(f"{path}: is empty; delete it and a new secret is made at the next start")
+    return value

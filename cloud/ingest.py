@@ -1,0 +1,470 @@
+"""The MQTT ingest worker: batches from the gateways into the events table, acked after commit.
+
+Two persistent MQTT sessions: one for ``events``, ``state`` and ``cmd/result``, and one for
+``alarms`` with its own queue, task and transactions, so a fire alarm never waits behind a backlog
+of meter readings. Messages arriving while a transaction runs queue up and go into the next one
+together (up to ``ingest.max_batch_events``): group commit without added latency.
+
+The rules of the sync contract, as this module keeps them:
+- An ``Ack`` (store id + seq ranges of the whole message, duplicates included) is published only
+  after the transaction holding those events committed. The broker's PUBACK means nothing here:
+  paho acknowledges to the broker on receipt, and a message lost before commit is resent by its
+  gateway, which deletes events only on our ack.
+- A message that cannot be taken (does not decode, unknown gateway, topic and envelope disagree,
+  content the database refuses) gets a ``Reject`` naming its ranges and why, is counted, logged
+  with its topic and recorded in ``ingest_rejects``. Ingest never stops on a bad message.
+- An outage of the database is not the message's fault: nothing is acked, the same work is retried
+  with capped exponential backoff until it commits, and ingest carries on from there.
+- A full queue drops the message (counted): the gateway resends what was not acked.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from cloud import metrics
+from cloud.config import CloudConfig, broker_address, mqtt_password
+from cloud.db import SessionFactory, is_transient
+from cloud.events.rejects import record_reject
+from cloud.events.repository import IncomingBatch, StoreResult, store_batches
+from cloud.metrics import RejectReason
+from cloud.mqtt_link import Inbound, LinkSettings, MqttLink
+from cloud.registry import Seen, apply_state, count_online, mark_seen, registered
+from protocols.envelope import (
+    Ack,
+    CommandResult,
+    EventBatch,
+    GatewayState,
+    MessageTooLarge,
+    Reject,
+    decode,
+    encode,
+    salvage_ranges,
+)
+from protocols.errors import ProtocolError
+from protocols.ranges import Ranges, to_ranges
+from protocols.topics import Channel, parse_topic, subscription, topic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_MESSAGES = 256  # at most 128 KiB each on the wire: a bounded amount of memory
+MAX_REASON_LENGTH = 1000  # Reject.reason's limit
+# Ranges per ack or reject message: a pathological batch (every other seq) still fits 128 KiB.
+RANGES_PER_MESSAGE = 2000
+
+
+@dataclass(slots=True)
+class _Message:
+    """An incoming events or alarms message, decoded as far as it goes."""
+
+    inbound: Inbound
+    gateway_id: str | None = None  # from the topic; None if the topic is not ours
+    batch: EventBatch | None = None
+    problem: RejectReason | None = None
+    detail: str = ""
+    # What a reject can name: from the batch, or salvaged from a payload that did not decode.
+    store_id: str | None = None
+    seqs: list[int] = field(default_factory=list)
+
+    @property
+    def event_count(self) -> int:
+        return len(self.batch.events) if self.batch is not None else 0
+
+    def refuse(self, reason: RejectReason, detail: str) -> None:
+        self.problem, self.detail = reason, detail
+
+
+@dataclass(slots=True)
+class _Outcome:
+    acked: list[_Message]
+    refused: list[_Message]
+    stored: StoreResult
+
+
+class Ingest:
+    """The ingest worker. ``await run()`` until ``stop()``; usable on its own (``gatehouse cloud
+    ingest``) or inside ``serve``, on the same event loop as the API.
+    ``password`` overrides the configured broker password (default: ``mqtt_password(config)``)."""
+
+    def __init__(
+        self,
+        config: CloudConfig,
+        sessions: SessionFactory,
+        *,
+        password: str | None = None,
+        queue_messages: int = DEFAULT_QUEUE_MESSAGES,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self._sessions = sessions
+        self._max_batch_events = config.ingest.max_batch_events
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._events: asyncio.Queue[Inbound | None] = asyncio.Queue(queue_messages)
+        self._alarms: asyncio.Queue[Inbound | None] = asyncio.Queue(queue_messages)
+        self._control: asyncio.Queue[Inbound | None] = asyncio.Queue(queue_messages)
+        self._stopping = asyncio.Event()
+        self._outage_since: float | None = None
+        self._last_drop_log = 0.0
+
+        mqtt = config.mqtt
+        settings = LinkSettings(
+            address=broker_address(config),
+            client_id=mqtt.client_id,
+            username=mqtt.username,
+            password=password if password is not None else mqtt_password(config),
+            ca_file=mqtt.ca_file,
+        )
+        self._main = MqttLink(
+            "ingest",
+            settings,
+            [
+                *self._filters(Channel.EVENTS, mqtt.share_group),
+                *self._filters(Channel.STATE),
+                *self._filters(Channel.CMD_RESULT),
+            ],
+            self._route_main,
+        )
+        alarm_settings = LinkSettings(
+            settings.address,
+            f"{mqtt.client_id}-alarms",
+            settings.username,
+            settings.password,
+            settings.ca_file,
+        )
+        self._alarm_link = MqttLink(
+            "ingest-alarms",
+            alarm_settings,
+            self._filters(Channel.ALARMS, mqtt.share_group),
+            self._route_alarm,
+        )
+
+    @staticmethod
+    def _filters(channel: Channel, share_group: str = "") -> list[str]:
+        # Events and alarms are shared among the workers of a group; state and command results
+        # are not: every worker keeps the gateway rows (the same update twice does no harm), and
+        # retained state messages are not delivered to shared subscriptions.
+        return [subscription(channel, share_group or None)]
+
+    async def wait_ready(self) -> None:
+        """Until both sessions are connected and subscribed."""
+        await self._main.subscribed.wait()
+        await self._alarm_link.subscribed.wait()
+
+    def stop(self) -> None:
+        """Ask ``run`` to finish: the transaction in progress completes (and is acked), the rest
+        stays unacked for the gateways to resend. Call from the event loop's thread."""
+        self._stopping.set()
+        for queue in (self._events, self._alarms, self._control):
+            try:
+                queue.put_nowait(None)  # wake a consumer waiting on an empty queue
+            except asyncio.QueueFull:
+                pass  # a full queue's consumer is not waiting, and sees the flag next round
+
+    async def run(self) -> None:
+        self._main.start()
+        self._alarm_link.start()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._consume_batches(self._events, group=True), name="ingest-events")
+                tasks.create_task(self._consume_batches(self._alarms, group=False), name="ingest-alarms")
+                tasks.create_task(self._consume_control(), name="ingest-control")
+        finally:
+            await asyncio.gather(self._main.stop(), self._alarm_link.stop())
+
+    # -- on the loop, fed by paho's threads
+
+    def _route_main(self, inbound: Inbound) -> None:
+        queue = self._events if inbound.topic.endswith("/" + Channel.EVENTS.value) else self._control
+        self._offer(queue, inbound)
+
+    def _route_alarm(self, inbound: Inbound) -> None:
+        self._offer(self._alarms, inbound)
+
+    def _offer(self, queue: asyncio.Queue[Inbound | None], inbound: Inbound) -> None:
+        try:
+            queue.put_nowait(inbound)
+        except asyncio.QueueFull:
+            metrics.DROPPED.inc()
+            now = time.monotonic()
+            if now - self._last_drop_log > 10:
+                self._last_drop_log = now
+                log.warning(
+                    "ingest queue full: dropping %s (unacked events are resent by their gateway; "
+                    "see gatehouse_ingest_dropped)",
+                    inbound.topic,
+                )
+
+    # -- events and alarms
+
+    async def _consume_batches(self, queue: asyncio.Queue[Inbound | None], *, group: bool) -> None:
+        carry: _Message | None = None
+        while not self._stopping.is_set():
+            if carry is not None:
+                first, carry = carry, None
+            else:
+                inbound = await queue.get()
+                if inbound is None or self._stopping.is_set():
+                    return
+                first = self._parse(inbound)
+            messages = [first]
+            size = first.event_count
+            while group and not queue.empty():
+                inbound = queue.get_nowait()
+                if inbound is None:
+                    break
+                message = self._parse(inbound)
+                if size + message.event_count > self._max_batch_events:
+                    carry = message
+                    break
+                messages.append(message)
+                size += message.event_count
+            try:
+                await self._settle(messages)
+            except Exception:
+                # A bug must not end ingest: log it; the messages stay unacked and are resent.
+                log.exception("ingest: failed on %s", ", ".join(m.inbound.topic for m in messages))
+
+    def _parse(self, inbound: Inbound) -> _Message:
+        channel = "alarms" if inbound.topic.endswith("/alarms") else "events"
+        metrics.MESSAGES.labels(channel).inc()
+        message = _Message(inbound)
+        try:
+            message.gateway_id, _ = parse_topic(inbound.topic)
+        except ProtocolError as e:
+            message.refuse(RejectReason.BAD_TOPIC, str(e))
+            return message
+        try:
+            batch = decode(inbound.payload, EventBatch)
+        except ProtocolError as e:
+            message.refuse(RejectReason.MALFORMED, str(e))
+            salvaged = salvage_ranges(inbound.payload)
+            if salvaged is not None:
+                message.store_id, message.seqs = salvaged
+            return message
+        message.batch = batch
+        message.store_id = batch.store_id
+        message.seqs = [e.seq for e in batch.events]
+        if batch.gateway_id != message.gateway_id:
+            message.refuse(
+                RejectReason.GATEWAY_MISMATCH,
+                f"the envelope names gateway {batch.gateway_id!r}, the topic {message.gateway_id!r}",
+            )
+        return message
+
+    async def _settle(self, messages: list[_Message]) -> None:
+        """Store ``messages`` in one transaction and answer each; retries through database outages."""
+        attempt = 0
+        while True:
+            try:
+                outcome = await self._store(messages)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if is_transient(e):
+                    if not await self._wait_out_outage(e, attempt):
+                        return  # stopping: nothing acked, the gateways resend
+                    attempt += 1
+                    continue
+                if len(messages) > 1:
+                    # One of them carries what the database refuses: find it by storing each alone.
+                    for message in messages:
+                        await self._settle([message])
+                    return
+                message = messages[0]
+                if message.problem is not None:
+                    # Even the reject record failed: log and move on rather than loop.
+                    log.exception("ingest: cannot record the reject of %s", message.inbound.topic)
+                    return
+                message.refuse(RejectReason.UNSTORABLE, f"the database refused it: {_one_line(e)}")
+                continue
+            self._database_back()
+            self._answer(outcome)
+            return
+
+    async def _store(self, messages: list[_Message]) -> _Outcome:
+        started = time.perf_counter()
+        async with self._sessions() as session, session.begin():
+            candidates = [m for m in messages if m.problem is None]
+            known = await registered(session, {m.gateway_id for m in candidates if m.gateway_id})
+            acked: list[_Message] = []
+            refused = [m for m in messages if m.problem is not None]
+            for m in candidates:
+                if m.gateway_id in known:
+                    acked.append(m)
+                else:
+                    # Decided afresh on each attempt: the gateway may be registered meanwhile.
+                    unknown = _Message(m.inbound, m.gateway_id, m.batch, store_id=m.store_id, seqs=m.seqs)
+                    unknown.refuse(
+                        RejectReason.UNKNOWN_GATEWAY, f"gateway {m.gateway_id!r} is not registered"
+                    )
+                    refused.append(unknown)
+            batches = [
+                IncomingBatch(m.gateway_id, m.batch.store_id, m.inbound.received_time, m.batch.events)
+                for m in acked
+                if m.batch is not None and m.gateway_id is not None
+            ]
+            stored = await store_batches(session, batches)
+            seen: dict[str, Seen] = {}
+            for b in batches:
+                last = seen.get(b.gateway_id)
+                at = b.received_time if last is None else max(last.at, b.received_time)
+                seen[b.gateway_id] = Seen(at, stored.new_by_gateway.get(b.gateway_id, 0))
+            await mark_seen(session, seen)
+            for m in refused:
+                record_reject(
+                    session,
+                    at=m.inbound.received_time,
+                    topic=m.inbound.topic,
+                    reason=f"{m.problem}: {m.detail}"[:MAX_REASON_LENGTH],
+                    gateway_id=m.gateway_id,
+                    store_id=m.store_id,
+                    ranges=to_ranges(m.seqs) if m.seqs else None,
+                )
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        return _Outcome(acked, refused, stored)
+
+    def _answer(self, outcome: _Outcome) -> None:
+        metrics.EVENTS.inc(outcome.stored.new)
+        metrics.DUPLICATES.inc(outcome.stored.duplicates)
+        for m in outcome.acked:
+            assert m.batch is not None and m.gateway_id is not None
+            for ranges in _chunks(to_ranges(m.seqs)):
+                self._reply(m, Ack(store_id=m.batch.store_id, ranges=ranges))
+        for m in outcome.refused:
+            assert m.problem is not None
+            metrics.REJECTS.labels(m.problem.value).inc()
+            log.warning("ingest: refused %s: %s: %s", m.inbound.topic, m.problem.value, m.detail)
+            if m.gateway_id is None or m.store_id is None or not m.seqs:
+                metrics.UNANSWERED_REJECTS.inc()
+                log.warning("ingest: no reject sent for %s: it names no store id or seq", m.inbound.topic)
+                continue
+            reason = f"{m.problem.value}: {m.detail}"[:MAX_REASON_LENGTH]
+            for ranges in _chunks(to_ranges(m.seqs)):
+                try:
+                    reject = Reject(store_id=m.store_id, ranges=ranges, reason=reason)
+                except ValueError:
+                    metrics.UNANSWERED_REJECTS.inc()
+                    log.warning("ingest: no reject sent for %s: its store id is not valid", m.inbound.topic)
+                    break
+                self._reply(m, reject)
+
+    def _reply(self, m: _Message, message: Ack | Reject) -> None:
+        assert m.gateway_id is not None
+        try:
+            payload = encode(message)
+        except MessageTooLarge:  # pragma: no cover - RANGES_PER_MESSAGE keeps it far below the limit
+            log.error("ingest: %s for %s does not fit one message", message.type, m.inbound.topic)
+            return
+        self._main.publish(topic(m.gateway_id, Channel.ACK), payload)
+        metrics.ACKS.labels(message.type).inc()
+
+    # -- state and command results
+
+    async def _consume_control(self) -> None:
+        while not self._stopping.is_set():
+            inbound = await self._control.get()
+            if inbound is None or self._stopping.is_set():
+                return
+            try:
+                gateway_id, channel = parse_topic(inbound.topic)
+            except ProtocolError as e:
+                metrics.REJECTS.labels(RejectReason.BAD_TOPIC.value).inc()
+                log.warning("ingest: ignored %s: %s", inbound.topic, e)
+                continue
+            metrics.MESSAGES.labels(channel.value).inc()
+            if not inbound.payload:
+                continue  # someone cleared a retained message: nothing to record
+            try:
+                if channel is Channel.STATE:
+                    await self._take_state(gateway_id, inbound)
+                elif channel is Channel.CMD_RESULT:
+                    self._take_command_result(gateway_id, inbound)
+            except Exception:
+                log.exception("ingest: failed on %s", inbound.topic)
+
+    async def _take_state(self, gateway_id: str, inbound: Inbound) -> None:
+        try:
+            state = decode(inbound.payload, GatewayState)
+        except ProtocolError as e:
+            metrics.REJECTS.labels(RejectReason.MALFORMED.value).inc()
+            log.warning("ingest: ignored state on %s: %s", inbound.topic, e)
+            return
+        if state.gateway_id != gateway_id:
+            metrics.REJECTS.labels(RejectReason.GATEWAY_MISMATCH.value).inc()
+            log.warning("ingest: ignored state on %s: it names gateway %r", inbound.topic, state.gateway_id)
+            return
+        attempt = 0
+        while True:
+            try:
+                async with self._sessions() as session, session.begin():
+                    known = await apply_state(session, gateway_id, state)
+                    online = await count_online(session)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if is_transient(e):
+                    if not await self._wait_out_outage(e, attempt):
+                        return
+                    attempt += 1
+                    continue
+                log.exception("ingest: cannot record the state of %s", gateway_id)
+                return
+            break
+        self._database_back()
+        metrics.GATEWAYS_ONLINE.set(online)
+        if not known:
+            metrics.REJECTS.labels(RejectReason.UNKNOWN_GATEWAY.value).inc()
+            log.warning("ingest: ignored state of unregistered gateway %r", gateway_id)
+            return
+        log.info("gateway %s is %s", gateway_id, "online" if state.online else "offline")
+
+    def _take_command_result(self, gateway_id: str, inbound: Inbound) -> None:
+        try:
+            result = decode(inbound.payload, CommandResult)
+        except ProtocolError as e:
+            metrics.REJECTS.labels(RejectReason.MALFORMED.value).inc()
+            log.warning("ingest: ignored command result on %s: %s", inbound.topic, e)
+            return
+        # Commands are not tracked in the database yet; the result is only logged.
+        log.info(
+            "gateway %s: command %s %s %s",
+            gateway_id,
+            result.id,
+            "ok" if result.ok else "failed",
+            result.detail,
+        )
+
+    # -- database outages
+
+    async def _wait_out_outage(self, error: BaseException, attempt: int) -> bool:
+        """Count and (once per outage) log ``error``, then wait before the next attempt.
+        False if ingest is stopping meanwhile."""
+        metrics.DB_ERRORS.inc()
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.error(
+                "ingest: database unavailable (%s); nothing is acked until it is back, retrying",
+                _one_line(error),
+            )
+        delay = min(self._retry_initial_s * 2**attempt, self._retry_max_s)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            return True
+        return False
+
+    def _database_back(self) -> None:
+        if self._outage_since is not None:
+            log.info("ingest: database back after %.1f s; carrying on", time.monotonic() - self._outage_since)
+            self._outage_since = None
+
+
+def _chunks(ranges: Ranges) -> list[Ranges]:
+    return [ranges[i : i + RANGES_PER_MESSAGE] for i in range(0, len(ranges), RANGES_PER_MESSAGE)]
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]

@@ -1,0 +1,119 @@
+"""The ingest tables: the gateway registry, the events and what ingest refused.
+
+The migrations in ``cloud/migrations`` create these tables and are the truth about their DDL;
+on PostgreSQL the events table is partitioned by month, which these declarations do not show
+(the indexes declared here are the SQLite ones). Every time is stored in UTC.
+"""
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, Index, Integer, SmallInteger, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# 64-bit ids; SQLite makes a column an alias of its rowid (and so auto-incrementing) only when it
+# is declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime in, an aware UTC datetime out, on both databases.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time type, so the UTC wall time is kept as
+    SQLAlchemy's text form (``2024-05-01 12:00:00.000000``), which sorts in time order."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: times are stored in UTC and must say their zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        str: Text(),
+        bool: Boolean(),
+        dict[str, Any]: JsonDoc,
+    }
+
+
+class Gateway(Base):
+    """A registered gateway. Its id is its MQTT username; its state comes from the ``state`` channel."""
+
+    __tablename__ = "gateways"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(default="")
+    # Mosquitto's "$7$" PBKDF2-SHA512 form: the same string goes into Mosquitto's password file.
+    password_hash: Mapped[str]
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime | None]
+    online: Mapped[bool] = mapped_column(default=False)
+    version: Mapped[str] = mapped_column(default="")
+    config_version: Mapped[str] = mapped_column(default="")
+    boot_id: Mapped[str] = mapped_column(default="")
+    clock_synced: Mapped[bool] = mapped_column(default=False)
+    store_id: Mapped[str] = mapped_column(default="")
+    state_time: Mapped[datetime | None]  # the gateway's own clock when it sent its last state
+    # Kept by ingest with each commit: counting a partitioned events table per request is not cheap.
+    event_count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Event(Base):
+    """One event as the gateway sent it, stored once per (gateway_id, store_id, seq)."""
+
+    __tablename__ = "events"
+
+    # Ingest order, for cursor paging. On PostgreSQL it is not the primary key (a partitioned table's
+    # keys must include the partition column) but it is indexed and unique by its sequence.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # No foreign key to gateways: the check would cost every insert, and events are history that
+    # outlives a gateway's registration.
+    gateway_id: Mapped[str]
+    store_id: Mapped[str]
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str]
+    lane: Mapped[int] = mapped_column(SmallInteger)
+    reported_time: Mapped[datetime]  # the gateway's wall clock (see clock_synced)
+    received_time: Mapped[datetime]  # when ingest got it
+    boot_id: Mapped[str]
+    mono_ns: Mapped[int] = mapped_column(BigInteger)
+    clock_synced: Mapped[bool]
+    source: Mapped[str]
+    data: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        Index("events_key", "gateway_id", "store_id", "seq", unique=True),
+        Index("events_gateway_time", "gateway_id", "reported_time"),
+        Index("events_kind", "kind"),
+    )
+
+
+class IngestReject(Base):
+    """A message ingest refused, so that the console can show what was refused and why."""
+
+    __tablename__ = "ingest_rejects"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    gateway_id: Mapped[str | None]  # None when the topic named no valid gateway
+    topic: Mapped[str]
+    reason: Mapped[str]
+    store_id: Mapped[str | None]
+    ranges: Mapped[list[list[int]] | None] = mapped_column(JsonDoc)
+
+    __table_args__ = (Index("ingest_rejects_at", "at"),)

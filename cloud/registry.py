@@ -1,0 +1,157 @@
+"""The gateway registry: who may connect (id = MQTT username, password hash), which site each
+serves, and the state each last reported.
+
+Passwords are made here, shown once to whoever registers the gateway, and kept only as Mosquitto
+``$7$`` hashes: the same string serves the embedded broker's sign-in check and Mosquitto's
+password file.
+"""
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cloud.broker.passwords import hash_password
+from cloud.config import CloudConfig, mqtt_password
+from cloud.events.repository import reported_time
+from cloud.kit.errors import Conflict, InvalidInput
+from cloud.models import Gateway
+from protocols.envelope import GatewayState
+from protocols.topics import valid_gateway_id
+
+log = logging.getLogger(__name__)
+
+MAX_SITE_LENGTH = 200
+
+
+class GatewayExists(Conflict):
+    code = "gateway_exists"
+
+
+class InvalidGatewayId(InvalidInput):
+    code = "invalid_gateway_id"
+
+
+def new_password() -> str:
+    # 192 bits, URL-safe: fits a TOML string, a password file and a shell without quoting trouble.
+    return secrets.token_urlsafe(24)
+
+
+async def add_gateway(
+    session: AsyncSession, gateway_id: str, site: str = "", *, reserved: frozenset[str] = frozenset()
+) -> str:
+    """Register a gateway; returns its new password (the only time it is seen in clear).
+    ``reserved`` are usernames no gateway may take (the cloud's own MQTT user: the broker checks
+    that one first, so a gateway of that name could never sign in).
+    Raises InvalidGatewayId or GatewayExists. The caller commits."""
+    if gateway_id in reserved:
+        raise InvalidGatewayId(f"gateway id {gateway_id!r} is reserved for the cloud's own MQTT user")
+    if not valid_gateway_id(gateway_id):
+        raise InvalidGatewayId(
+            f"gateway id {gateway_id!r}: 1-64 characters, letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    if len(site) > MAX_SITE_LENGTH:
+        raise InvalidInput(f"site: at most {MAX_SITE_LENGTH} characters")
+    if await session.get(Gateway, gateway_id) is not None:
+        raise GatewayExists(f"gateway {gateway_id!r} is already registered")
+    password = new_password()
+    # PBKDF2 takes a while by design; hashlib releases the GIL, so a thread keeps the loop serving.
+    password_hash = await asyncio.to_thread(hash_password, password)
+    session.add(Gateway(id=gateway_id, site=site, password_hash=password_hash, created_at=datetime.now(UTC)))
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Registered by someone else between our check and our insert.
+        raise GatewayExists(f"gateway {gateway_id!r} is already registered") from None
+    log.info("gateway %s registered (site %r)", gateway_id, site)
+    return password
+
+
+async def get_password_hash(session: AsyncSession, username: str) -> str | None:
+    """The stored hash for a gateway's MQTT username, or None if no such gateway is registered."""
+    if not valid_gateway_id(username):
+        return None
+    return await session.scalar(select(Gateway.password_hash).where(Gateway.id == username))
+
+
+async def list_gateways(session: AsyncSession) -> list[Gateway]:
+    return list((await session.scalars(select(Gateway).order_by(Gateway.id))).all())
+
+
+async def registered(session: AsyncSession, gateway_ids: Iterable[str]) -> set[str]:
+    """Those of ``gateway_ids`` that are registered."""
+    ids = set(gateway_ids)
+    if not ids:
+        return set()
+    return set((await session.scalars(select(Gateway.id).where(Gateway.id.in_(ids)))).all())
+
+
+async def count_online(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).where(Gateway.online.is_(True))) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What one ingest commit learnt of a gateway: when it last sent, how many events were new."""
+
+    at: datetime
+    new_events: int
+
+
+async def mark_seen(session: AsyncSession, seen: Mapping[str, Seen]) -> None:
+    """Update last_seen_at and event_count of each gateway in ``seen`` (in the caller's transaction)."""
+    # In id order: two ingest workers updating the same gateways then lock rows in the same order
+    # and cannot deadlock.
+    for gateway_id in sorted(seen):
+        s = seen[gateway_id]
+        await session.execute(
+            update(Gateway)
+            .where(Gateway.id == gateway_id)
+            .values(last_seen_at=s.at, event_count=Gateway.event_count + s.new_events)
+        )
+
+
+async def apply_state(session: AsyncSession, gateway_id: str, state: GatewayState) -> bool:
+    """Record a gateway's birth or death message. False if the gateway is not registered."""
+    values: dict[str, object] = {"online": state.online, "clock_synced": state.clock_synced}
+    # A death message (the MQTT will) may carry less than the birth did; what it leaves empty is
+    # kept from before rather than wiped.
+    for column in ("version", "config_version", "boot_id", "store_id"):
+        value = getattr(state, column)
+        if value:
+            values[column] = value
+    if state.time_ms:
+        values["state_time"] = reported_time(state.time_ms)
+    result = await session.execute(update(Gateway).where(Gateway.id == gateway_id).values(**values))
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def sync_mosquitto_files(session: AsyncSession, config: CloudConfig) -> bool:
+    """Rewrite the Mosquitto password and ACL files named in ``[mosquitto]`` from the registry (plus
+    the cloud's own user) and ask Mosquitto to reload them. False if no file is configured."""
+    files = config.mosquitto
+    if not files.password_file and not files.acl_file:
+        return False
+    from cloud.broker import mosquitto
+
+    if files.password_file:
+        entries = {gw.id: gw.password_hash for gw in await list_gateways(session)}
+        entries[config.mqtt.username] = await asyncio.to_thread(hash_password, mqtt_password(config))
+        await asyncio.to_thread(mosquitto.write_password_file, files.password_file, entries)
+        log.info("mosquitto password file %s written (%d users)", files.password_file, len(entries))
+    if files.acl_file:
+        await asyncio.to_thread(mosquitto.write_acl_file, files.acl_file, config.mqtt.username)
+        log.info("mosquitto ACL file %s written", files.acl_file)
+    if files.pid_file:
+        if mosquitto.signal_reload(files.pid_file):
+            log.info("mosquitto (pid file %s) asked to reload its files", files.pid_file)
+        else:
+            log.warning("mosquitto not signalled: no running process in pid file %s", files.pid_file)
+    return True

@@ -1,0 +1,194 @@
+"""Running the cloud: ``serve`` (API + ingest + the embedded broker when no broker is configured,
+all on one event loop), ``ingest`` alone, and the schema upgrade both do at start.
+
+SIGINT/SIGTERM stop everything in order: the API stops taking requests and finishes those in
+flight, ingest finishes its transaction in progress, then the broker goes, then the database pool.
+"""
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cloud.api import create_app
+from cloud.config import (
+    API_TOKEN_FILE,
+    CloudConfig,
+    api_token,
+    broker_address,
+    data_dir,
+    database_url,
+    mqtt_password,
+    uses_embedded_broker,
+)
+from cloud.db import SessionFactory, create_engine, redacted, session_factory
+from cloud.ingest import Ingest
+from cloud.registry import get_password_hash, sync_mosquitto_files
+from cloud.schema import prepare_database
+from protocols.configuration import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class StartupFailed(Exception):
+    """A part of the cloud could not start; the text says which and why."""
+
+
+@contextlib.asynccontextmanager
+async def open_database(config: CloudConfig) -> AsyncIterator[tuple[AsyncEngine, SessionFactory]]:
+    """The engine, upgraded to the latest schema with the coming months' partitions in place."""
+    url = database_url(config)
+    engine = create_engine(url)
+    try:
+        try:
+            revision = await prepare_database(engine)
+        except Exception as e:
+            raise StartupFailed(f"database {redacted(url)}: {e}") from e
+        log.info("database %s at schema revision %s", redacted(url), revision)
+        yield engine, session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
+    """Run the API (and ingest, and the embedded broker if ``mqtt.url`` is empty) until a signal."""
+    stopping = asyncio.Event()
+    async with AsyncExitStack() as stack:
+        _engine, sessions = await stack.enter_async_context(open_database(config))
+        token = api_token(config)
+        async with sessions() as session:
+            await sync_mosquitto_files(session, config)
+
+        ingest: Ingest | None = None
+        if with_ingest:
+            if uses_embedded_broker(config):
+                await _start_embedded_broker(stack, config, sessions)
+            ingest = Ingest(config, sessions)
+        elif uses_embedded_broker(config):
+            log.info("no ingest (--no-ingest): the embedded broker is not started either")
+
+        server = _Server(
+            uvicorn.Config(
+                create_app(config, sessions, token=token),
+                host=config.api.host,
+                port=config.api.port,
+                log_config=None,  # our logging setup, not uvicorn's
+                lifespan="off",
+            )
+        )
+
+        def request_stop() -> None:
+            stopping.set()
+            server.should_exit = True
+            if ingest is not None:
+                ingest.stop()
+
+        def on_signal() -> None:
+            if stopping.is_set():
+                server.force_exit = True  # a second signal: do not wait for slow requests
+            log.info("stopping (signal)")
+            request_stop()
+
+        failures: list[BaseException] = []
+        with _signals(on_signal):
+            async with asyncio.TaskGroup() as tasks:
+                if ingest is not None:
+                    tasks.create_task(_watch(ingest.run(), request_stop, failures), name="ingest")
+                tasks.create_task(_watch(_run_api(server, config), request_stop, failures), name="api")
+                log.info(
+                    "API on http://%s:%d (token: api.token in the config or %s)",
+                    config.api.host,
+                    config.api.port,
+                    data_dir(config) / API_TOKEN_FILE,
+                )
+        if failures:
+            raise failures[0]
+    log.info("cloud stopped")
+
+
+async def run_ingest(config: CloudConfig) -> None:
+    """Run ingest alone against the configured external broker until a signal."""
+    if uses_embedded_broker(config):
+        raise ConfigError(
+            "mqtt.url: empty, but `ingest` needs an external broker (mqtt://host:port); "
+            "with the embedded broker run `gatehouse cloud serve`"
+        )
+    async with open_database(config) as (_engine, sessions):
+        ingest = Ingest(config, sessions)
+        with _signals(ingest.stop):
+            await ingest.run()
+    log.info("ingest stopped")
+
+
+async def _start_embedded_broker(
+    stack: AsyncExitStack, config: CloudConfig, sessions: SessionFactory
+) -> None:
+    from cloud.broker.authority import RegistryAuthority
+    from cloud.broker.embedded import EmbeddedBroker
+
+    async def lookup(username: str) -> str | None:
+        async with sessions() as session:
+            return await get_password_hash(session, username)
+
+    authority = RegistryAuthority(
+        lookup=lookup, cloud_username=config.mqtt.username, cloud_password=mqtt_password(config)
+    )
+    broker = EmbeddedBroker(config.mqtt.embedded_host, config.mqtt.embedded_port, authority)
+    try:
+        await broker.start()
+    except Exception as e:
+        raise StartupFailed(f"embedded MQTT broker on {broker_address(config).url}: {e}") from e
+    stack.push_async_callback(broker.stop)
+    log.info("embedded MQTT broker on %s", broker_address(config).url)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The signals are handled by serve(), which stops ingest and the broker too; uvicorn's
+        # own handling would re-raise them once the API is down and end the process early.
+        yield
+
+
+async def _run_api(server: _Server, config: CloudConfig) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the process when it cannot bind; make that an ordinary failure so that
+        # ingest and the broker are still stopped in order.
+        raise StartupFailed(
+            f"API on {config.api.host}:{config.api.port}: cannot listen (see above)"
+        ) from None
+
+
+async def _watch(work: Awaitable[None], stop_all: Callable[[], None], failures: list[BaseException]) -> None:
+    """Run one part; when it ends, failed or not, stop the others gracefully (a TaskGroup would
+    cancel them mid-transaction) and keep the failure for the caller."""
+    try:
+        await work
+    except Exception as e:
+        failures.append(e)
+    finally:
+        stop_all()
+
+
+@contextlib.contextmanager
+def _signals(handler: Callable[[], None]) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

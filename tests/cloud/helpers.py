@@ -1,0 +1,140 @@
+"""Builders and bounded waits shared by the cloud tests."""
+
+import asyncio
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import REGISTRY
+
+from protocols.envelope import Ack, EventBatch, EventRecord, Reject, decode, encode
+from protocols.topics import Channel, topic
+
+BASE_MS = int(time.time() * 1000)
+
+
+def new_gateway_id() -> str:
+    return f"gw-test-{secrets.token_hex(5)}"
+
+
+def new_store_id() -> str:
+    return secrets.token_hex(16)
+
+
+def make_events(
+    first_seq: int,
+    count: int,
+    *,
+    kind: str = "telemetry.point",
+    time_ms: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> list[EventRecord]:
+    # By default an event's time follows from its seq, so that a resend built again is identical.
+    base = BASE_MS + first_seq if time_ms is None else time_ms
+    return [
+        EventRecord(
+            seq=first_seq + i,
+            kind=kind,
+            lane=2,
+            time_ms=base + i,
+            boot_id="0b5e7d0c-7e57-4a11-9d5e-000000000001",
+            mono_ns=1_000_000 * (first_seq + i),
+            clock_synced=True,
+            source="modbus:1/40001",
+            data={"point": "ahu1.supply_temp", "value": 21.5, "unit": "C"} if data is None else data,
+        )
+        for i in range(count)
+    ]
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    within: float = 10.0,
+    what: str = "condition",
+) -> None:
+    """Poll ``condition`` until true; fail after ``within`` seconds. Never a bare sleep in a test."""
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class GatewayClient:
+    """A stand-in gateway on the broker: publishes on its uplink topics and collects what arrives on
+    its ``ack`` topic, decoded. Waits are async and bounded so that an ingest on the same event loop
+    keeps running while a test waits for its answer."""
+
+    def __init__(self, port: int, gateway_id: str) -> None:
+        self.gateway_id = gateway_id
+        self.replies: list[Ack | Reject] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-{gateway_id}", protocol=mqtt.MQTTv311
+        )
+        self._client.on_connect = lambda c, *_: c.subscribe(topic(gateway_id, Channel.ACK), qos=1)
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_disconnect = lambda *_: self._subscribed.clear()
+        self._client.reconnect_delay_set(1, 1)
+        self._client.on_message = self._on_message
+        self._port = port
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        reply = decode(bytes(message.payload))
+        with self._lock:
+            self.replies.append(reply)
+
+    async def connect(self) -> "GatewayClient":
+        self._client.connect("127.0.0.1", self._port, keepalive=30)
+        self._client.loop_start()
+        await self.wait_subscribed()
+        return self
+
+    async def wait_subscribed(self, within: float = 15.0) -> None:
+        """Until connected (again) and subscribed to its ack topic."""
+        if not await asyncio.to_thread(self._subscribed.wait, within):
+            raise AssertionError(f"{self.gateway_id}: not subscribed to its ack topic within {within} s")
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, channel: Channel, payload: bytes, *, on_topic_of: str | None = None) -> None:
+        info = self._client.publish(topic(on_topic_of or self.gateway_id, channel), payload, qos=1)
+        info.wait_for_publish(10)
+
+    def send(self, store_id: str, events: list[EventRecord], channel: Channel = Channel.EVENTS) -> None:
+        self.publish(
+            channel, encode(EventBatch(gateway_id=self.gateway_id, store_id=store_id, events=events))
+        )
+
+    def snapshot(self) -> list[Ack | Reject]:
+        with self._lock:
+            return list(self.replies)
+
+    async def next_reply(self, seen: int, within: float = 15.0) -> Ack | Reject:
+        """The reply after the first ``seen`` ones, waiting for it at most ``within`` seconds."""
+        await wait_for(
+            lambda: len(self.snapshot()) > seen, within, f"a reply on {self.gateway_id}'s ack topic"
+        )
+        return self.snapshot()[seen]
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def acked_ranges(replies: list[Ack | Reject], store_id: str) -> list[tuple[int, int]]:
+    return sorted(
+        r for reply in replies if isinstance(reply, Ack) and reply.store_id == store_id for r in reply.ranges
+    )
