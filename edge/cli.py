@@ -15,22 +15,31 @@ DEFAULT_CONFIG = os.environ.get("GATEHOUSE_GATEWAY_CONFIG", "/etc/gatehouse/gate
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    run = sub.add_parser("run", help="run the gateway: outbox, uplink and configured sources",
-                         description="Run the gateway until SIGINT/SIGTERM. Events are kept in the "
-                         "outbox (SQLite) until the cloud acknowledges them.")
+    run = sub.add_parser(
+        "run",
+        help="run the gateway: outbox, uplink and configured sources",
+        description="Run the gateway until SIGINT/SIGTERM. Events are kept in the "
+        "outbox (SQLite) until the cloud acknowledges them.",
+    )
     run.add_argument("--config", default=DEFAULT_CONFIG, help=f"gateway TOML file (default {DEFAULT_CONFIG})")
     run.set_defaults(func=_run)
 
-    st = sub.add_parser("status", help="show backlog, counters, last ack and clock state",
-                        description="Show what the outbox holds and how the uplink fares. Reads the "
-                        "outbox file read-only, so it works whether or not the gateway is running.")
+    st = sub.add_parser(
+        "status",
+        help="show backlog, counters, last ack and clock state",
+        description="Show what the outbox holds and how the uplink fares. Reads the "
+        "outbox file read-only, so it works whether or not the gateway is running.",
+    )
     st.add_argument("--config", default=DEFAULT_CONFIG, help=f"gateway TOML file (default {DEFAULT_CONFIG})")
     st.add_argument("--json", action="store_true", help="print JSON instead of text")
     st.set_defaults(func=_status)
 
-    chk = sub.add_parser("check-config", help="check a gateway config file against the schema",
-                         description="Check a gateway config file; print one line naming the file, "
-                         "the key and the problem and exit 2 if it is wrong.")
+    chk = sub.add_parser(
+        "check-config",
+        help="check a gateway config file against the schema",
+        description="Check a gateway config file; print one line naming the file, "
+        "the key and the problem and exit 2 if it is wrong.",
+    )
     chk.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
     chk.set_defaults(func=_check)
 

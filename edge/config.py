@@ -72,7 +72,7 @@ class UplinkSection(BaseModel):
     ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.25
     # Capped low so a returning broker is used within seconds; jitter spreads a fleet's reconnects.
-    reconnect_max_s: Annotated[float, Field(gt=0, le=300)] = 4.0
+    reconnect_max_s: Annotated[float, Field(gt=0, le=300)] = 3.0
 
     @model_validator(mode="after")
     def _order(self) -> "UplinkSection":

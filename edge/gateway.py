@@ -39,18 +39,40 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
         self.outbox = outbox = await Outbox.open(
-            cfg.outbox_path, self.clock, max_bytes=cfg.outbox.max_bytes,
-            commit_interval_ms=cfg.outbox.commit_interval_ms, commit_max_events=cfg.outbox.commit_max_events)
+            cfg.outbox_path,
+            self.clock,
+            max_bytes=cfg.outbox.max_bytes,
+            commit_interval_ms=cfg.outbox.commit_interval_ms,
+            commit_max_events=cfg.outbox.commit_max_events,
+        )
         self.uplink = uplink = Uplink(cfg, outbox, version=gateway_version())
-        log.info("gateway %s: store %s, next seq %d, backlog %d bytes, broker %s", cfg.gateway_id,
-                 outbox.store_id, (await outbox.stats()).next_seq, outbox.backlog_bytes, cfg.mqtt.url)
+        log.info(
+            "gateway %s: store %s, next seq %d, backlog %d bytes, broker %s",
+            cfg.gateway_id,
+            outbox.store_id,
+            (await outbox.stats()).next_seq,
+            outbox.backlog_bytes,
+            cfg.mqtt.url,
+        )
         try:
-            await outbox.accept([NewEvent("gateway.started", "gateway",
-                                          {"version": gateway_version(), "store_id": outbox.store_id,
-                                           "clock_synced": self.clock.synced()})])
+            await outbox.accept(
+                [
+                    NewEvent(
+                        "gateway.started",
+                        "gateway",
+                        {
+                            "version": gateway_version(),
+                            "store_id": outbox.store_id,
+                            "clock_synced": self.clock.synced(),
+                        },
+                    )
+                ]
+            )
             async with asyncio.TaskGroup() as tg:
-                sources = [tg.create_task(from_config(outbox, s).run(), name=f"source-{i}")
-                           for i, s in enumerate(cfg.sources)]
+                sources = [
+                    tg.create_task(from_config(outbox, s).run(), name=f"source-{i}")
+                    for i, s in enumerate(cfg.sources)
+                ]
                 link = tg.create_task(uplink.run(), name="uplink")
                 tg.create_task(self._watchdog(), name="watchdog")
                 systemd.notify("READY=1")

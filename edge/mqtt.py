@@ -10,11 +10,12 @@ whose broker comes back do not all reconnect in the same second, yet each is bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
-ConnectHandler = Callable[[], Awaitable[None]]
+ConnectHandler = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -50,10 +51,15 @@ class MqttLink:
     the loop for each message. ``run()`` owns the connection until cancelled.
     """
 
-    def __init__(self, settings: LinkSettings, *, on_message: MessageHandler,
-                 on_connect: ConnectHandler | None = None,
-                 will: tuple[str, bytes, bool] | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        *,
+        on_message: MessageHandler,
+        on_connect: ConnectHandler | None = None,
+        will: tuple[str, bytes, bool] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.settings = settings
         self._on_message = on_message
         self._on_connect = on_connect
@@ -65,12 +71,14 @@ class MqttLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._misc: asyncio.Task[None] | None = None
         self._sock: Any = None
+        self._acked: dict[int, asyncio.Future[None]] = {}  # mid -> waiter, for close()
         self._client = self._make_client(will)
 
     def _make_client(self, will: tuple[str, bytes, bool] | None) -> mqtt.Client:
         s = self.settings
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, clean_session=False,
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=s.client_id, clean_session=False, protocol=mqtt.MQTTv311
+        )
         c.username_pw_set(s.username, s.password or None)
         if s.tls:
             # Server-certificate verification is always on with TLS: no option turns it off.
@@ -84,6 +92,7 @@ class MqttLink:
         c.on_connect = self._cb_connect
         c.on_disconnect = self._cb_disconnect
         c.on_message = self._cb_message
+        c.on_publish = self._cb_publish
         c.on_socket_open = self._cb_socket_open
         c.on_socket_close = self._cb_socket_close
         c.on_socket_register_write = self._cb_register_write
@@ -165,7 +174,9 @@ class MqttLink:
             return
         self.connects += 1
         self.last_error = ""
-        log.info("mqtt connected to %s:%s as %s", self.settings.host, self.settings.port, self.settings.username)
+        log.info(
+            "mqtt connected to %s:%s as %s", self.settings.host, self.settings.port, self.settings.username
+        )
         self.connected.set()
         if self._on_connect:
             assert self._loop is not None
@@ -182,7 +193,7 @@ class MqttLink:
 
     def _cb_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self._on_message(msg.topic, msg.payload)
+            self._on_message(msg.topic, bytes(msg.payload))
         except Exception:  # a bad message must never take the connection down
             log.exception("handling message on %s failed", msg.topic)
 
@@ -202,8 +213,12 @@ class MqttLink:
                 self._disconnected.clear()
                 reached = self.connects
                 try:
-                    await asyncio.to_thread(self._client.connect, self.settings.host, self.settings.port,
-                                            self.settings.keepalive_s)
+                    await asyncio.to_thread(
+                        self._client.connect,
+                        self.settings.host,
+                        self.settings.port,
+                        self.settings.keepalive_s,
+                    )
                     self._set_buffers()
                 except (OSError, ssl.SSLError, mqtt.WebsocketConnectionError) as e:
                     self.last_error = f"cannot connect to {self.settings.host}:{self.settings.port}: {e}"
@@ -227,24 +242,33 @@ class MqttLink:
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
         return self._client.publish(topic, payload, qos=qos, retain=retain)
 
     def subscribe(self, topics: list[str], qos: int = 1) -> None:
         self._client.subscribe([(t, qos) for t in topics])
 
-    async def close(self, final: tuple[str, bytes, bool] | None = None, timeout: float = 2.0) -> None:
-        """Publish ``final`` (e.g. an offline state) if connected, then disconnect cleanly."""
+    async def close(self, final: tuple[str, bytes, bool] | None = None, grace_s: float = 2.0) -> None:
+        """Publish ``final`` (e.g. an offline state) if connected, wait up to ``grace_s`` for the
+        broker's PUBACK, then disconnect cleanly."""
         if self.connected.is_set():
             if final:
                 info = self.publish(final[0], final[1], retain=final[2])
-                await self._wait_published(info, timeout)
+                done = asyncio.get_running_loop().create_future()
+                self._acked[info.mid] = done
+                if info.is_published():
+                    done.set_result(None)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done, grace_s)
             self._client.disconnect()
         self.connected.clear()
 
-    async def _wait_published(self, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not info.is_published() and loop.time() < deadline and self.connected.is_set():
-            await asyncio.sleep(0.01)
-        return info.is_published()
+    def _cb_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self._on_loop(self._puback, mid)
+
+    def _puback(self, mid: int) -> None:
+        fut = self._acked.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)

@@ -103,8 +103,16 @@ class _Pending:
 class Outbox:
     """Open with ``await Outbox.open(path, ...)``; close with ``await outbox.close()``."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, clock: Clock, *, max_bytes: int,
-                 commit_interval_s: float, commit_max_events: int) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        clock: Clock,
+        *,
+        max_bytes: int,
+        commit_interval_s: float,
+        commit_max_events: int,
+    ) -> None:
         self._db = db
         self.path = path
         self.clock = clock
@@ -134,8 +142,15 @@ class Outbox:
     # ---------------------------------------------------------------- opening and closing
 
     @classmethod
-    async def open(cls, path: str | Path, clock: Clock | None = None, *, max_bytes: int = 256 * 1024 * 1024,
-                   commit_interval_ms: float = 2.0, commit_max_events: int = 2000) -> Outbox:
+    async def open(
+        cls,
+        path: str | Path,
+        clock: Clock | None = None,
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        commit_interval_ms: float = 2.0,
+        commit_max_events: int = 2000,
+    ) -> Outbox:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -144,8 +159,14 @@ class Outbox:
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=10000")
             await db.executescript(_SCHEMA)
-            self = cls(db, path, clock or Clock(), max_bytes=max_bytes,
-                       commit_interval_s=commit_interval_ms / 1000, commit_max_events=commit_max_events)
+            self = cls(
+                db,
+                path,
+                clock or Clock(),
+                max_bytes=max_bytes,
+                commit_interval_s=commit_interval_ms / 1000,
+                commit_max_events=commit_max_events,
+            )
             await self._load()
         except BaseException:
             await db.close()
@@ -154,14 +175,20 @@ class Outbox:
         return self
 
     async def _load(self) -> None:
-        meta = dict(await self._db.execute_fetchall("SELECT key, value FROM meta"))  # type: ignore[arg-type]
+        meta: dict[str, str] = {
+            k: v for k, v in await self._db.execute_fetchall("SELECT key, value FROM meta")
+        }
         if "store_id" not in meta:
             store_id = secrets.token_hex(16)
             await self._db.execute("BEGIN IMMEDIATE")
             await self._db.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("store_id", store_id), ("next_seq", "1"), ("schema_version", SCHEMA_VERSION),
-                 ("created_ms", str(Clock.now_ms()))],
+                [
+                    ("store_id", store_id),
+                    ("next_seq", "1"),
+                    ("schema_version", SCHEMA_VERSION),
+                    ("created_ms", str(Clock.now_ms())),
+                ],
             )
             await self._db.execute("COMMIT")
             meta.update(store_id=store_id, next_seq="1")
@@ -238,13 +265,30 @@ class Outbox:
     def _unevictable_bytes(self) -> int:
         return self._bytes[Lane.LIFE_SAFETY] + self._bytes[Lane.SECURITY]
 
-    def _stamp(self, kind: str, lane: int, source: str, data: dict, time_ms: int | None,
-               now_ms: int, mono_ns: int, synced: bool) -> tuple[int, int, str, int, bytes]:
+    def _stamp(
+        self,
+        kind: str,
+        lane: int,
+        source: str,
+        data: dict,
+        time_ms: int | None,
+        now_ms: int,
+        mono_ns: int,
+        synced: bool,
+    ) -> tuple[int, int, str, int, bytes]:
         seq = self._next_seq
         self._next_seq += 1
-        body = encode_event(seq=seq, kind=kind, lane=lane, time_ms=now_ms if time_ms is None else time_ms,
-                            boot_id=self.clock.boot_id, mono_ns=mono_ns, clock_synced=synced,
-                            source=source, data=data)
+        body = encode_event(
+            seq=seq,
+            kind=kind,
+            lane=lane,
+            time_ms=now_ms if time_ms is None else time_ms,
+            boot_id=self.clock.boot_id,
+            mono_ns=mono_ns,
+            clock_synced=synced,
+            source=source,
+            data=data,
+        )
         return (seq, lane, kind, len(body) + _ROW_OVERHEAD, body)
 
     async def _commit(self, group: list[_Pending]) -> list[list[int]]:
@@ -268,10 +312,22 @@ class Outbox:
                 results.append(seqs)
             if refusing != self._store_full:
                 # Entering or leaving the "store full" fault is itself an event someone must see.
-                rows.append(self._stamp("gateway.store_full", Lane.SECURITY, "outbox",
-                                        {"full": refusing, "max_bytes": self.max_bytes,
-                                         "refused_total": self._counters["refused_telemetry"] + refused},
-                                        None, now_ms, mono_ns, synced))
+                rows.append(
+                    self._stamp(
+                        "gateway.store_full",
+                        Lane.SECURITY,
+                        "outbox",
+                        {
+                            "full": refusing,
+                            "max_bytes": self.max_bytes,
+                            "refused_total": self._counters["refused_telemetry"] + refused,
+                        },
+                        None,
+                        now_ms,
+                        mono_ns,
+                        synced,
+                    )
+                )
         except Exception:
             self._next_seq = seq_before
             raise
@@ -290,7 +346,7 @@ class Outbox:
                 counters["accepted_total"] += len(rows) + len(evicted.report_rows)
                 counters["refused_telemetry"] += refused
                 counters["evicted_events"] += evicted.count
-                counters["evicted_bytes"] += evicted.bytes
+                counters["evicted_bytes"] += evicted.freed
                 meta = [(k, str(v)) for k, v in counters.items()]
                 meta += [("next_seq", str(self._next_seq)), ("store_full", "1" if refusing else "0")]
                 await self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
@@ -305,8 +361,12 @@ class Outbox:
             self._bytes[Lane.SECURITY] += r[3]
         self._counters = counters
         if refusing != self._store_full:
-            log.warning("outbox store full: %s (unevictable events fill %d of %d bytes)",
-                        refusing, self._unevictable_bytes(), self.max_bytes)
+            log.warning(
+                "outbox store full: %s (unevictable events fill %d of %d bytes)",
+                refusing,
+                self._unevictable_bytes(),
+                self.max_bytes,
+            )
         self._store_full = refusing
         if refused:
             log.warning("outbox refused %d telemetry events: store full of unevictable events", refused)
@@ -321,8 +381,9 @@ class Outbox:
         except Exception:  # pragma: no cover - the transaction may already be gone
             log.debug("rollback failed", exc_info=True)
 
-    async def _evict_if_over(self, added: dict[Lane, int], now_ms: int, mono_ns: int,
-                             synced: bool) -> _Eviction:
+    async def _evict_if_over(
+        self, added: dict[Lane, int], now_ms: int, mono_ns: int, synced: bool
+    ) -> _Eviction:
         ev = _Eviction()
         total = sum(self._bytes.values()) + sum(added.values())
         if total <= self.max_bytes:
@@ -346,23 +407,41 @@ class Outbox:
                     break
         if not seqs:
             return ev
-        await self._db.execute("DELETE FROM events WHERE lane = ? AND seq <= ?", (int(Lane.TELEMETRY), seqs[-1]))
-        ev.count, ev.bytes = len(seqs), freed
+        await self._db.execute(
+            "DELETE FROM events WHERE lane = ? AND seq <= ?", (int(Lane.TELEMETRY), seqs[-1])
+        )
+        ev.count, ev.freed = len(seqs), freed
         ev.bytes_by_lane[Lane.TELEMETRY] = freed
         ranges = to_ranges(seqs)
         for i in range(0, len(ranges), _RANGES_PER_REPORT):
             chunk = ranges[i : i + _RANGES_PER_REPORT]
-            ev.report_rows.append(self._stamp(
-                "gateway.evicted", Lane.SECURITY, "outbox",
-                # The ranges are exact: every seq in them was a telemetry event evicted unsent.
-                {"lane": int(Lane.TELEMETRY), "ranges": [list(r) for r in chunk],
-                 "count": sum(b - a + 1 for a, b in chunk), "bytes": freed},
-                None, now_ms, mono_ns, synced))
+            ev.report_rows.append(
+                self._stamp(
+                    "gateway.evicted",
+                    Lane.SECURITY,
+                    "outbox",
+                    # The ranges are exact: every seq in them was a telemetry event evicted unsent.
+                    {
+                        "lane": int(Lane.TELEMETRY),
+                        "ranges": [list(r) for r in chunk],
+                        "count": sum(b - a + 1 for a, b in chunk),
+                        "bytes": freed,
+                    },
+                    None,
+                    now_ms,
+                    mono_ns,
+                    synced,
+                )
+            )
         await self._db.executemany(
             "INSERT INTO events (seq, lane, kind, size, body) VALUES (?, ?, ?, ?, ?)", ev.report_rows
         )
-        log.warning("outbox over its cap: evicted %d telemetry events (%d bytes), ranges %s",
-                    len(seqs), freed, ranges[:3])
+        log.warning(
+            "outbox over its cap: evicted %d telemetry events (%d bytes), ranges %s",
+            len(seqs),
+            freed,
+            ranges[:3],
+        )
         return ev
 
     # ---------------------------------------------------------------- the uplink's side
@@ -454,7 +533,9 @@ class Outbox:
     async def set_meta(self, items: dict[str, str]) -> None:
         """Small facts for ``gatehouse gateway status`` (uplink connection state and the like)."""
         async with self._lock:
-            await self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", items.items())
+            await self._db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", items.items()
+            )
 
     # ---------------------------------------------------------------- status
 
@@ -478,13 +559,22 @@ class Outbox:
         for lane, n in backlog_rows:
             backlog[Lane(lane).name.lower()] = n
         dead = next(iter(dead_rows))[0]
-        return OutboxStats(self.store_id, self._next_seq, backlog, self.backlog_bytes, self.max_bytes,
-                           dead, self.counters, self._store_full, self.last_ack_ms)
+        return OutboxStats(
+            self.store_id,
+            self._next_seq,
+            backlog,
+            self.backlog_bytes,
+            self.max_bytes,
+            dead,
+            self.counters,
+            self._store_full,
+            self.last_ack_ms,
+        )
 
 
 @dataclass
 class _Eviction:
     count: int = 0
-    bytes: int = 0
+    freed: int = 0
     bytes_by_lane: dict[Lane, int] = field(default_factory=dict)
     report_rows: list[tuple[int, int, str, int, bytes]] = field(default_factory=list)

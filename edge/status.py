@@ -20,13 +20,16 @@ def read_status(outbox_path: Path, clock: Clock) -> dict[str, Any]:
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         backlog = {lane.name.lower(): 0 for lane in Lane}
         backlog_bytes = 0
-        for lane, n, size in con.execute("SELECT lane, COUNT(*), COALESCE(SUM(size),0) FROM events GROUP BY lane"):
+        for lane, n, size in con.execute(
+            "SELECT lane, COUNT(*), COALESCE(SUM(size),0) FROM events GROUP BY lane"
+        ):
             backlog[Lane(lane).name.lower()] = n
             backlog_bytes += size
         oldest = con.execute("SELECT MIN(seq) FROM events").fetchone()[0]
         dead = con.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
         dead_reasons = con.execute(
-            "SELECT reason, COUNT(*) FROM dead_letter GROUP BY reason ORDER BY COUNT(*) DESC LIMIT 5").fetchall()
+            "SELECT reason, COUNT(*) FROM dead_letter GROUP BY reason ORDER BY COUNT(*) DESC LIMIT 5"
+        ).fetchall()
     finally:
         con.close()
     last_ack = int(meta["last_ack_ms"]) if "last_ack_ms" in meta else None
@@ -38,9 +41,17 @@ def read_status(outbox_path: Path, clock: Clock) -> dict[str, Any]:
         "backlog_total": sum(backlog.values()),
         "backlog_bytes": backlog_bytes,
         "store_full": meta.get("store_full") == "1",
-        "counters": {k: int(meta.get(k, 0)) for k in (
-            "accepted_total", "acked_total", "evicted_events", "evicted_bytes", "refused_telemetry",
-            "rejected_events")},
+        "counters": {
+            k: int(meta.get(k, 0))
+            for k in (
+                "accepted_total",
+                "acked_total",
+                "evicted_events",
+                "evicted_bytes",
+                "refused_telemetry",
+                "rejected_events",
+            )
+        },
         "dead_letters": dead,
         "dead_letter_reasons": {r: n for r, n in dead_reasons},
         "last_ack_ms": last_ack,
@@ -65,7 +76,8 @@ def format_status(gateway_id: str, s: dict[str, Any]) -> str:
     lines = [
         f"gateway       {gateway_id}",
         f"store         {s['store_id']}  (next seq {s['next_seq']})",
-        f"uplink        {'connected since ' + _when(s['uplink_since_ms']) if s['uplink_connected'] else 'NOT connected'}"
+        "uplink        "
+        + (f"connected since {_when(s['uplink_since_ms'])}" if s["uplink_connected"] else "NOT connected")
         + (f"  ({s['uplink_error']})" if s["uplink_error"] and not s["uplink_connected"] else ""),
         f"last ack      {_when(s['last_ack_ms'])}"
         + (f"  ({s['last_ack_age_s']} s ago)" if s["last_ack_age_s"] is not None else ""),

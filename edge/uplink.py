@@ -67,26 +67,37 @@ class UplinkCounters:
 
 
 class Uplink:
-    def __init__(self, cfg: GatewayConfig, outbox: Outbox, *, version: str,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, cfg: GatewayConfig, outbox: Outbox, *, version: str, rng: random.Random | None = None
+    ) -> None:
         self.cfg = cfg
         self.outbox = outbox
         self.version = version
         self.gateway_id = cfg.gateway_id
         m = cfg.mqtt
         self.link = MqttLink(
-            LinkSettings(host=m.host, port=m.port, client_id=cfg.mqtt_client_id, username=cfg.mqtt_username,
-                         password=m.password, tls=m.tls, ca_file=m.ca_file, keepalive_s=m.keepalive_s,
-                         reconnect_min_s=cfg.uplink.reconnect_min_s, reconnect_max_s=cfg.uplink.reconnect_max_s,
-                         max_inflight=cfg.uplink.window + 32),
-            on_message=self._on_message, on_connect=self._on_connect,
+            LinkSettings(
+                host=m.host,
+                port=m.port,
+                client_id=cfg.mqtt_client_id,
+                username=cfg.mqtt_username,
+                password=m.password,
+                tls=m.tls,
+                ca_file=m.ca_file,
+                keepalive_s=m.keepalive_s,
+                reconnect_min_s=cfg.uplink.reconnect_min_s,
+                reconnect_max_s=cfg.uplink.reconnect_max_s,
+                max_inflight=cfg.uplink.window + 32,
+            ),
+            on_message=self._on_message,
+            on_connect=self._on_connect,
             will=(topic(self.gateway_id, Channel.STATE), encode(self._state(online=False)), True),
             rng=rng,
         )
         self.counters = UplinkCounters()
         self._inflight: dict[int, InFlight] = {}
         self._next_batch_id = 0
-        self._cursor = {lane: 0 for lane in Lane}
+        self._cursor: dict[int, int] = {int(lane): 0 for lane in Lane}
         self._wake = asyncio.Event()
         self._downlink: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._holding_since: float | None = None
@@ -103,15 +114,23 @@ class Uplink:
 
     async def close(self) -> None:
         """Say goodbye properly: a retained offline state, then a clean disconnect."""
-        await self.link.close(final=(topic(self.gateway_id, Channel.STATE), encode(self._state(online=False)), True))
+        await self.link.close(
+            final=(topic(self.gateway_id, Channel.STATE), encode(self._state(online=False)), True)
+        )
 
     def _state(self, online: bool) -> GatewayState:
         synced = self.outbox.clock.synced()
         self._synced_in_birth = synced
-        return GatewayState(gateway_id=self.gateway_id, online=online, version=self.version,
-                            config_version=self.cfg.config_version, boot_id=self.outbox.clock.boot_id,
-                            clock_synced=synced, store_id=self.outbox.store_id,
-                            time_ms=self.outbox.clock.now_ms())
+        return GatewayState(
+            gateway_id=self.gateway_id,
+            online=online,
+            version=self.version,
+            config_version=self.cfg.config_version,
+            boot_id=self.outbox.clock.boot_id,
+            clock_synced=synced,
+            store_id=self.outbox.store_id,
+            time_ms=self.outbox.clock.now_ms(),
+        )
 
     async def _on_connect(self) -> None:
         gw = self.gateway_id
@@ -119,19 +138,21 @@ class Uplink:
         self.link.publish(topic(gw, Channel.STATE), encode(self._state(online=True)), retain=True)
         # Everything not acknowledged goes again, from the start of each lane.
         self._inflight.clear()
-        self._cursor = {lane: 0 for lane in Lane}
+        self._cursor = {int(lane): 0 for lane in Lane}
         self._holding_since = None
         self._wake.set()
-        await self.outbox.set_meta({"uplink_connected": "1", "uplink_since_ms": str(self.outbox.clock.now_ms()),
-                                    "uplink_error": ""})
+        await self.outbox.set_meta(
+            {"uplink_connected": "1", "uplink_since_ms": str(self.outbox.clock.now_ms()), "uplink_error": ""}
+        )
 
     async def _clock_watch(self) -> None:
         # A Pi that boots without network learns the time later: tell the cloud when it does.
         while True:
             await asyncio.sleep(15)
             if self.link.connected.is_set() and self.outbox.clock.synced() != self._synced_in_birth:
-                self.link.publish(topic(self.gateway_id, Channel.STATE), encode(self._state(online=True)),
-                                  retain=True)
+                self.link.publish(
+                    topic(self.gateway_id, Channel.STATE), encode(self._state(online=True)), retain=True
+                )
             if not self.link.connected.is_set():
                 await self.outbox.set_meta({"uplink_connected": "0", "uplink_error": self.link.last_error})
 
@@ -222,8 +243,9 @@ class Uplink:
                 return False
             bid = self._next_batch_id
             self._next_batch_id += 1
-            self._inflight[bid] = InFlight(lane, events[0].seq, events[-1].seq, {e.seq for e in events},
-                                           time.monotonic(), channel)
+            self._inflight[bid] = InFlight(
+                lane, events[0].seq, events[-1].seq, {e.seq for e in events}, time.monotonic(), channel
+            )
             self._cursor[lane] = events[-1].seq
             self.counters.batches_sent += 1
             self.counters.events_sent += len(events)
@@ -242,8 +264,13 @@ class Uplink:
         if self.link.publish(topic(self.gateway_id, f.channel), payload).rc == 0:
             f.sent_at, f.sends = now, f.sends + 1
             self.counters.resends += 1
-            log.info("resent %d events (%d-%d): no ack within %.0fs", len(still), f.first, f.last,
-                     self.cfg.uplink.ack_timeout_s)
+            log.info(
+                "resent %d events (%d-%d): no ack within %.0fs",
+                len(still),
+                f.first,
+                f.last,
+                self.cfg.uplink.ack_timeout_s,
+            )
 
     # ------------------------------------------------------------ downlink: acks, rejects, commands
 
@@ -279,12 +306,16 @@ class Uplink:
             self.link.publish(topic(self.gateway_id, Channel.CMD_RESULT), encode(self._run_command(cmd)))
         elif channel == Channel.CONFIG:
             # Remote configuration arrives with the commands issue; until then say so plainly.
-            log.info("config push received (%d bytes); remote configuration is not supported yet", len(payload))
+            log.info(
+                "config push received (%d bytes); remote configuration is not supported yet", len(payload)
+            )
 
     def _run_command(self, cmd: Command) -> CommandResult:
         if cmd.name == "ping":
             return CommandResult(id=cmd.id, ok=True, detail="pong")
-        return CommandResult(id=cmd.id, ok=False, detail=f"command {cmd.name!r} is not supported by this gateway")
+        return CommandResult(
+            id=cmd.id, ok=False, detail=f"command {cmd.name!r} is not supported by this gateway"
+        )
 
     def _settle(self, store_id: str, ranges: Ranges) -> None:
         if store_id != self.outbox.store_id:

@@ -17,8 +17,19 @@ SIDES = {
 }
 
 # Third-party modules that come with an install extra; a missing one means "install the extra".
-EXTRA_MODULES = {"aiosqlite", "alembic", "amqtt", "asyncpg", "fastapi", "httpx", "jinja2", "paho",
-                 "prometheus_client", "sqlalchemy", "uvicorn"}
+EXTRA_MODULES = {
+    "aiosqlite",
+    "alembic",
+    "amqtt",
+    "asyncpg",
+    "fastapi",
+    "httpx",
+    "jinja2",
+    "paho",
+    "prometheus_client",
+    "sqlalchemy",
+    "uvicorn",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _missing_extra(side: str, err: ImportError) -> int:
     extra = {"gateway": "edge", "cloud": "cloud", "sim": "edge"}[side]
-    print(f"gatehouse {side}: not available in this install ({err}); pip install 'gatehouse[{extra}]'",
-          file=sys.stderr)
+    print(
+        f"gatehouse {side}: not available in this install ({err}); pip install 'gatehouse[{extra}]'",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -152,6 +152,8 @@ _MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(
     Annotated[Message, Field(discriminator="type")]  # type: ignore[arg-type]
 )
 
+_MESSAGE_TYPES = {"events", "ack", "reject", "state", "cmd", "cmd_result"}
+
 M = TypeVar("M", bound=_Message)
 
 
@@ -206,9 +208,10 @@ def batch_overhead(gateway_id: str, store_id: str) -> int:
 
 
 def _batch_head(gateway_id: str, store_id: str) -> bytes:
-    return (
-        b'{"v":%d,"type":"events","gateway_id":"%s","store_id":"%s","events":['
-        % (ENVELOPE_VERSION, gateway_id.encode(), store_id.encode())
+    return b'{"v":%d,"type":"events","gateway_id":"%s","store_id":"%s","events":[' % (
+        ENVELOPE_VERSION,
+        gateway_id.encode(),
+        store_id.encode(),
     )
 
 
@@ -236,7 +239,10 @@ def _unframe(payload: bytes) -> bytes:
 def _describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors()[:3]:
-        where = ".".join(str(x) for x in e["loc"]) or "message"
+        loc = list(e["loc"])
+        if loc and loc[0] in _MESSAGE_TYPES:  # the union's tag ("events"), not a field
+            loc = loc[1:]
+        where = ".".join(str(x) for x in loc) or "message"
         parts.append(f"{where}: {e['msg']}")
     more = err.error_count() - 3
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

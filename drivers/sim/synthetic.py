@@ -52,14 +52,33 @@ class SyntheticBuilding:
             if self._n % 4 == 0:
                 name, unit, step = METERS[self._n % len(METERS)]
                 self._meters[name] += step * self._rng.random()
-                out.append(NewEvent("meter.reading", name,
-                                    {"register": "total", "value": round(self._meters[name], 3), "unit": unit,
-                                     "n": self._n}))
+                out.append(
+                    NewEvent(
+                        "meter.reading",
+                        name,
+                        {
+                            "register": "total",
+                            "value": round(self._meters[name], 3),
+                            "unit": unit,
+                            "n": self._n,
+                        },
+                    )
+                )
             else:
                 dev, point, unit, base, spread = POINTS[self._n % len(POINTS)]
-                out.append(NewEvent("telemetry.point", dev,
-                                    {"point": point, "value": round(base + self._rng.gauss(0, spread), 2),
-                                     "unit": unit, "quality": "good", "n": self._n}))
+                out.append(
+                    NewEvent(
+                        "telemetry.point",
+                        dev,
+                        {
+                            "point": point,
+                            "value": round(base + self._rng.gauss(0, spread), 2),
+                            "unit": unit,
+                            "quality": "good",
+                            "n": self._n,
+                        },
+                    )
+                )
         return out
 
     def access(self) -> list[NewEvent]:
@@ -67,8 +86,11 @@ class SyntheticBuilding:
         card, holder = self._rng.choice(CARDS)
         if holder == "unknown":
             return [NewEvent("access.denied", door, {"card": card, "reason": "unknown card"})]
-        return [NewEvent("access.granted", door, {"card": card, "holder": holder}),
-                NewEvent("door.opened", door, {}), NewEvent("door.closed", door, {})]
+        return [
+            NewEvent("access.granted", door, {"card": card, "holder": holder}),
+            NewEvent("door.opened", door, {}),
+            NewEvent("door.closed", door, {}),
+        ]
 
     def alarm(self) -> list[NewEvent]:
         det = self._rng.choice(DETECTORS)
@@ -106,5 +128,11 @@ class SyntheticBuilding:
 
 
 def from_config(sink: EventSink, cfg: Any) -> SyntheticBuilding:
-    return SyntheticBuilding(sink, rate_per_s=cfg.rate_per_s, batch=cfg.batch, alarm_every_s=cfg.alarm_every_s,
-                             access_every_s=cfg.access_every_s, seed=cfg.seed)
+    return SyntheticBuilding(
+        sink,
+        rate_per_s=cfg.rate_per_s,
+        batch=cfg.batch,
+        alarm_every_s=cfg.alarm_every_s,
+        access_every_s=cfg.access_every_s,
+        seed=cfg.seed,
+    )

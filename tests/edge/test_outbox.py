@@ -72,7 +72,13 @@ async def test_stored_body_is_the_wire_form_of_the_event(tmp_path):
     body = rows(tmp_path)[0][3]
     rec = EventRecord.model_validate_json(body)
     assert (rec.seq, rec.kind, rec.lane, rec.time_ms, rec.boot_id, rec.clock_synced) == (
-        seq, "meter.reading", Lane.TELEMETRY, 1234, "boot-test", True)
+        seq,
+        "meter.reading",
+        Lane.TELEMETRY,
+        1234,
+        "boot-test",
+        True,
+    )
     assert rec.data == {"value": 12.5}
 
 

@@ -50,12 +50,18 @@ class CloudPeer:
                 self.cond.notify_all()
 
     def ack(self, b: EventBatch) -> None:
-        self.c.publish(topic(self.gw, Channel.ACK), encode(Ack(store_id=b.store_id,
-                                                               ranges=to_ranges(e.seq for e in b.events))), qos=1)
+        self.c.publish(
+            topic(self.gw, Channel.ACK),
+            encode(Ack(store_id=b.store_id, ranges=to_ranges(e.seq for e in b.events))),
+            qos=1,
+        )
 
     def reject(self, b: EventBatch, reason: str) -> None:
-        self.c.publish(topic(self.gw, Channel.ACK), encode(Reject(store_id=b.store_id, reason=reason,
-                                                                  ranges=to_ranges(e.seq for e in b.events))), qos=1)
+        self.c.publish(
+            topic(self.gw, Channel.ACK),
+            encode(Reject(store_id=b.store_id, reason=reason, ranges=to_ranges(e.seq for e in b.events))),
+            qos=1,
+        )
 
     def seqs(self, channel: str | None = None) -> list[int]:
         with self.cond:
@@ -71,8 +77,8 @@ class CloudPeer:
         self.c.loop_stop()
 
 
-async def until(cond, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+async def until(cond, within: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -82,9 +88,14 @@ async def until(cond, timeout: float = 10.0, what: str = "condition") -> None:
 @asynccontextmanager
 async def gateway(tmp_path, **uplink):
     gw = "test-" + secrets.token_hex(4)
-    cfg = GatewayConfig.model_validate({
-        "gateway_id": gw, "data_dir": str(tmp_path), "mqtt": {"url": f"mqtt://{BROKER[0]}:{BROKER[1]}"},
-        "uplink": {"reconnect_min_s": 0.05, "reconnect_max_s": 0.5, **uplink}})
+    cfg = GatewayConfig.model_validate(
+        {
+            "gateway_id": gw,
+            "data_dir": str(tmp_path),
+            "mqtt": {"url": f"mqtt://{BROKER[0]}:{BROKER[1]}"},
+            "uplink": {"reconnect_min_s": 0.05, "reconnect_max_s": 0.5, **uplink},
+        }
+    )
     ob = await Outbox.open(cfg.outbox_path, Clock("yes", boot_id="b"))
     up = Uplink(cfg, ob, version="test")
     task = asyncio.create_task(up.run())
@@ -146,17 +157,22 @@ async def test_alarm_overtakes_a_backlog_held_by_a_full_window(tmp_path):
             await until(lambda: alarm_seq in peer.seqs("alarms"), what="alarm on the alarms channel")
             # The window is still full of the first telemetry batch: the alarm went around it.
             assert len(peer.seqs("events")) == 100
-            assert all(e.lane == Lane.LIFE_SAFETY for ch, b in peer.batches if ch == "alarms" for e in b.events)
+            assert all(
+                e.lane == Lane.LIFE_SAFETY for ch, b in peer.batches if ch == "alarms" for e in b.events
+            )
 
 
 @pytest.mark.parametrize("attempts", [1, 5, 30])
 def test_backoff_has_jitter_and_a_low_cap(attempts):
-    from edge.mqtt import LinkSettings, MqttLink
-
     import random
 
-    link = MqttLink(LinkSettings("127.0.0.1", 1, "c", "u", "p", reconnect_min_s=0.25, reconnect_max_s=4.0),
-                    on_message=lambda *_: None, rng=random.Random(attempts))
+    from edge.mqtt import LinkSettings, MqttLink
+
+    link = MqttLink(
+        LinkSettings("127.0.0.1", 1, "c", "u", "p", reconnect_min_s=0.25, reconnect_max_s=4.0),
+        on_message=lambda *_: None,
+        rng=random.Random(attempts),
+    )
     delays = [link.backoff(attempts) for _ in range(200)]
     assert all(0.25 <= d <= 4.0 for d in delays)
     assert len({round(d, 3) for d in delays}) > 50, "reconnect delays are spread, not in lockstep"

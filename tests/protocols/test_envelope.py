@@ -24,10 +24,18 @@ from protocols.envelope import MAX_MESSAGE_BYTES, MessageTooLarge, salvage_range
 
 STORE = "0123456789abcdef0123456789abcdef"
 
-json_leaf = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | st.floats(
-    allow_nan=False, allow_infinity=False)
-json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-    st.text(max_size=8), inner, max_size=4), max_leaves=10)
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
 
 events = st.builds(
     dict,
@@ -63,9 +71,11 @@ def test_ack_and_reject_round_trip(seqs, reason):
 
 
 def test_other_messages_round_trip():
-    for m in (GatewayState(gateway_id="gw-1", online=True, version="0.1.0", boot_id="b", clock_synced=False),
-              Command(id="c1", name="ping", args={"x": [1, 2]}),
-              CommandResult(id="c1", ok=False, detail="unsupported")):
+    for m in (
+        GatewayState(gateway_id="gw-1", online=True, version="0.1.0", boot_id="b", clock_synced=False),
+        Command(id="c1", name="ping", args={"x": [1, 2]}),
+        CommandResult(id="c1", ok=False, detail="unsupported"),
+    ):
         assert decode(encode(m)) == m
 
 
@@ -89,8 +99,20 @@ def test_random_gzip_payloads_never_crash_the_decoder(raw):
 
 
 def test_large_batches_are_compressed_and_fit_one_message():
-    bodies = [encode_event(seq=i, kind="telemetry.point", lane=2, time_ms=1, boot_id="b", mono_ns=1,
-                           clock_synced=True, source="m", data={"value": i, "unit": "kWh"}) for i in range(1, 2001)]
+    bodies = [
+        encode_event(
+            seq=i,
+            kind="telemetry.point",
+            lane=2,
+            time_ms=1,
+            boot_id="b",
+            mono_ns=1,
+            clock_synced=True,
+            source="m",
+            data={"value": i, "unit": "kWh"},
+        )
+        for i in range(1, 2001)
+    ]
     payload = encode_batch("gw-1", STORE, bodies)
     assert payload[:2] == b"\x1f\x8b" and len(payload) <= MAX_MESSAGE_BYTES
     assert len(decode(payload).events) == 2000
@@ -99,23 +121,40 @@ def test_large_batches_are_compressed_and_fit_one_message():
 def test_incompressible_batch_over_the_limit_raises():
     import os
 
-    bodies = [encode_event(seq=i, kind="telemetry.point", lane=2, time_ms=1, boot_id="b", mono_ns=1,
-                           clock_synced=True, source="m", data={"blob": os.urandom(3000).hex()}) for i in range(1, 60)]
+    bodies = [
+        encode_event(
+            seq=i,
+            kind="telemetry.point",
+            lane=2,
+            time_ms=1,
+            boot_id="b",
+            mono_ns=1,
+            clock_synced=True,
+            source="m",
+            data={"blob": os.urandom(3000).hex()},
+        )
+        for i in range(1, 60)
+    ]
     with pytest.raises(MessageTooLarge):
         encode_batch("gw-1", STORE, bodies)
 
 
-@pytest.mark.parametrize(("payload", "needle"), [
-    (b"", "Invalid JSON"),
-    (b"[]", "an object"),
-    (b'{"v":1,"type":"nope"}', "type"),
-    (b'{"v":9,"type":"ack","store_id":"' + STORE.encode() + b'","ranges":[[1,2]]}', "version 9"),
-    (b'{"v":1,"type":"ack","store_id":"' + STORE.encode() + b'","ranges":[[5,2]]}', "backwards"),
-    (b'{"v":1,"type":"ack","store_id":"xyz","ranges":[[1,2]]}', "store_id"),
-    (b'{"v":1,"type":"events","gateway_id":"gw/1","store_id":"' + STORE.encode() + b'","events":[]}',
-     "gateway_id"),
-    (b"\x1f\x8b garbage", "gzip"),
-])
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (b"", "Invalid JSON"),
+        (b"[]", "an object"),
+        (b'{"v":1,"type":"nope"}', "type"),
+        (b'{"v":9,"type":"ack","store_id":"' + STORE.encode() + b'","ranges":[[1,2]]}', "version 9"),
+        (b'{"v":1,"type":"ack","store_id":"' + STORE.encode() + b'","ranges":[[5,2]]}', "backwards"),
+        (b'{"v":1,"type":"ack","store_id":"xyz","ranges":[[1,2]]}', "store_id"),
+        (
+            b'{"v":1,"type":"events","gateway_id":"gw/1","store_id":"' + STORE.encode() + b'","events":[]}',
+            "gateway_id",
+        ),
+        (b"\x1f\x8b garbage", "gzip"),
+    ],
+)
 def test_malformed_messages_raise_one_typed_error_saying_what(payload, needle):
     with pytest.raises(ProtocolError) as e:
         decode(payload)
@@ -123,16 +162,28 @@ def test_malformed_messages_raise_one_typed_error_saying_what(payload, needle):
 
 
 def test_duplicate_seq_in_one_batch_is_refused():
-    body = encode_event(seq=1, kind="telemetry.point", lane=2, time_ms=1, boot_id="b", mono_ns=1,
-                        clock_synced=True, source="m", data={})
+    body = encode_event(
+        seq=1,
+        kind="telemetry.point",
+        lane=2,
+        time_ms=1,
+        boot_id="b",
+        mono_ns=1,
+        clock_synced=True,
+        source="m",
+        data={},
+    )
     with pytest.raises(ProtocolError, match="twice"):
         decode(encode_batch("gw-1", STORE, [body, body]))
 
 
 def test_strings_are_not_numbers():
-    raw = (b'{"v":1,"type":"events","gateway_id":"gw-1","store_id":"' + STORE.encode()
-           + b'","events":[{"seq":"1","kind":"a.b","lane":2,"time_ms":1,"boot_id":"","mono_ns":1,'
-           b'"clock_synced":true}]}')
+    raw = (
+        b'{"v":1,"type":"events","gateway_id":"gw-1","store_id":"'
+        + STORE.encode()
+        + b'","events":[{"seq":"1","kind":"a.b","lane":2,"time_ms":1,"boot_id":"","mono_ns":1,'
+        b'"clock_synced":true}]}'
+    )
     with pytest.raises(ProtocolError, match=r"events\.0\.seq"):
         decode(raw)
 

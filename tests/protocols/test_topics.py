@@ -11,7 +11,9 @@ def test_topic_round_trip_for_every_channel():
         assert parse_topic(topic("gw-7.b2", ch)) == ("gw-7.b2", ch)
 
 
-@pytest.mark.parametrize("bad", ["gh/v2/gw/events", "gh/v1/gw/nope", "gh/v1/+/events", "x", "gh/v1/g w/events"])
+@pytest.mark.parametrize(
+    "bad", ["gh/v2/gw/events", "gh/v1/gw/nope", "gh/v1/+/events", "x", "gh/v1/g w/events"]
+)
 def test_bad_topics_raise(bad):
     with pytest.raises(ProtocolError):
         parse_topic(bad)
