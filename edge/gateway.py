@@ -74,19 +74,18 @@ class Gateway:
                     for i, s in enumerate(cfg.sources)
                 ]
                 link = tg.create_task(uplink.run(), name="uplink")
-                tg.create_task(self._watchdog(), name="watchdog")
+                watchdog = tg.create_task(self._watchdog(), name="watchdog")
                 systemd.notify("READY=1")
                 await stop.wait()
                 systemd.notify("STOPPING=1")
+                # Order matters: producers stop first; the uplink says goodbye and stops reading
+                # the outbox; only then does the outbox commit what it was handed and close.
                 for t in sources:
                     t.cancel()
                 await asyncio.gather(*sources, return_exceptions=True)
-                await outbox.close()  # commits what producers handed over
                 await uplink.close()
                 link.cancel()
-                raise _Stop
-        except* _Stop:
-            pass
+                watchdog.cancel()
         finally:
             await outbox.close()
         log.info("gateway %s stopped", cfg.gateway_id)
@@ -98,10 +97,6 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             systemd.notify("WATCHDOG=1")
-
-
-class _Stop(Exception):
-    pass
 
 
 def run_forever(cfg: GatewayConfig) -> int:

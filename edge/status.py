@@ -12,12 +12,23 @@ from edge.clock import Clock
 from protocols.events import Lane
 
 
+class OutboxNotReady(FileNotFoundError):
+    """No outbox yet at that path, or the gateway is creating it right now."""
+
+
 def read_status(outbox_path: Path, clock: Clock) -> dict[str, Any]:
     if not outbox_path.exists():
-        raise FileNotFoundError(f"no outbox at {outbox_path}: has this gateway ever run?")
+        raise OutboxNotReady(f"no outbox at {outbox_path}: has this gateway ever run?")
     con = sqlite3.connect(f"file:{outbox_path}?mode=ro", uri=True, timeout=5)
     try:
-        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                raise OutboxNotReady(f"outbox at {outbox_path} is still being created") from None
+            raise
+        if "store_id" not in meta:
+            raise OutboxNotReady(f"outbox at {outbox_path} is still being created")
         backlog = {lane.name.lower(): 0 for lane in Lane}
         backlog_bytes = 0
         for lane, n, size in con.execute(

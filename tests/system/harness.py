@@ -26,7 +26,7 @@ import orjson
 from cloud.broker.mosquitto import write_acl_file, write_password_file
 from cloud.broker.passwords import hash_password
 from edge.clock import Clock
-from edge.status import read_status
+from edge.status import OutboxNotReady, read_status
 from tests.support.mosquitto import MosquittoProcess, make_broker_dir
 from tests.support.ports import free_port
 
@@ -293,12 +293,23 @@ class Gateway:
 
     def start(self) -> None:
         self.proc.start()
+        wait_until(
+            lambda: self._ready() or not self.proc.running, 30, f"gateway {self.id} to open its outbox"
+        )
+        assert self.proc.running, f"gateway {self.id} exited:\n{self.proc.log()[-3000:]}"
 
     def kill(self) -> None:
         self.proc.kill()
 
     def stop(self) -> None:
         self.proc.stop()
+
+    def _ready(self) -> bool:
+        try:
+            self.status()
+        except OutboxNotReady:
+            return False
+        return True
 
     def status(self) -> dict[str, Any]:
         return read_status(self.data / "outbox.sqlite3", Clock("yes"))

@@ -191,6 +191,10 @@ def test_offline_backlog_drains_with_alarms_ahead_of_it(tmp_path):
                 lambda: gw.status()["counters"]["acked_total"] >= backlog_end - 1, 120, "the backlog acked"
             )
             gw.stop()
+            gw.write_config()  # no source: what was accepted since drains too
+            gw.start()
+            wait_until(gw.drained, 60, "the rest drained")
+            gw.stop()
             events = cloud.events(gw.id)
             backlog_done = max(e["received"] for e in events if e["seq"] < backlog_end)
             drain_alarms = [
