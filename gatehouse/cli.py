@@ -1,8 +1,9 @@
 """``gatehouse``: dispatches to the CLI commands of edge, cloud and drivers.sim, plus ``demo``.
 
 Each side registers its own subcommands through ``add_commands(subparsers)``; each subcommand
-sets ``func(args) -> int``. Sides are imported lazily so a gateway install (no cloud extra) can
-still run ``gatehouse gateway ...``.
+sets ``func(args) -> int``. Only the side a command names is imported: a gateway process must
+not carry the cloud's web framework and ORM in its memory (a Raspberry Pi has little), and a
+gateway install (no cloud extra) can still run ``gatehouse gateway ...``.
 """
 
 import argparse
@@ -32,7 +33,12 @@ EXTRA_MODULES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _requested_side(argv: list[str]) -> str | None:
+    words = [a for a in argv if not a.startswith("-")]
+    return words[0] if words and words[0] in SIDES else None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatehouse",
         description="Gatehouse: property-management platform with on-site gateways.",
@@ -51,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo_mod.add_arguments(demo)
     demo.set_defaults(func=demo_mod.run)
 
+    wanted = _requested_side(sys.argv[1:] if argv is None else argv)
     for name, (module, help_text) in SIDES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         side_sub = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+        if name != wanted:
+            continue
         try:
             mod = importlib.import_module(module)
         except ImportError as e:
@@ -77,7 +86,7 @@ def _missing_extra(side: str, err: ImportError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
