@@ -65,7 +65,7 @@ class MosquittoConfig(_Section):
 
 
 class IngestConfig(_Section):
-    max_batch_events: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    max_batch_events: Annotated[int, Field(ge=1, le=100_000)] = 2000
 
 
 class CloudConfig(_Section):

@@ -23,11 +23,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from cloud import metrics
-from cloud.config import CloudConfig, broker_address, mqtt_password
-from cloud.db import SessionFactory, is_transient
+from cloud.config import CloudConfig, broker_address, database_url, mqtt_password
+from cloud.db import SessionFactory, is_sqlite, is_transient
 from cloud.events.rejects import record_reject
 from cloud.events.repository import IncomingBatch, StoreResult, store_batches
+from cloud.kit.writegate import WriteGate
 from cloud.metrics import RejectReason
 from cloud.mqtt_link import Inbound, LinkSettings, MqttLink
 from cloud.registry import Seen, apply_state, count_online, mark_seen, registered
@@ -75,11 +78,16 @@ class _Message:
         self.problem, self.detail = reason, detail
 
 
+# How long ingest trusts that a gateway is registered before asking the database again.
+KNOWN_GATEWAY_TTL_S = 30.0
+
+
 @dataclass(slots=True)
 class _Outcome:
     acked: list[_Message]
     refused: list[_Message]
     stored: StoreResult
+    seen: dict[str, Seen] = field(default_factory=dict)  # not yet recorded when deferred
 
 
 class Ingest:
@@ -105,6 +113,9 @@ class Ingest:
         self._alarms: asyncio.Queue[Inbound | None] = asyncio.Queue(queue_messages)
         self._control: asyncio.Queue[Inbound | None] = asyncio.Queue(queue_messages)
         self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()  # bookkeeping after acks
+        self._gate = WriteGate(enabled=is_sqlite(database_url(config)))
+        self._known_until: dict[str, float] = {}  # gateway id -> monotonic time to ask again
         self._outage_since: float | None = None
         self._last_drop_log = 0.0
 
@@ -168,7 +179,9 @@ class Ingest:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._consume_batches(self._events, group=True), name="ingest-events")
-                tasks.create_task(self._consume_batches(self._alarms, group=False), name="ingest-alarms")
+                tasks.create_task(
+                    self._consume_batches(self._alarms, group=False, urgent=True), name="ingest-alarms"
+                )
                 tasks.create_task(self._consume_control(), name="ingest-control")
         finally:
             await asyncio.gather(self._main.stop(), self._alarm_link.stop())
@@ -198,7 +211,9 @@ class Ingest:
 
     # -- events and alarms
 
-    async def _consume_batches(self, queue: asyncio.Queue[Inbound | None], *, group: bool) -> None:
+    async def _consume_batches(
+        self, queue: asyncio.Queue[Inbound | None], *, group: bool, urgent: bool = False
+    ) -> None:
         carry: _Message | None = None
         while not self._stopping.is_set():
             if carry is not None:
@@ -211,6 +226,10 @@ class Ingest:
             messages = [first]
             size = first.event_count
             while group and not queue.empty():
+                # Decoding a batch takes milliseconds of CPU: let the alarm task in between.
+                await asyncio.sleep(0)
+                if queue.empty():
+                    break
                 inbound = queue.get_nowait()
                 if inbound is None:
                     break
@@ -221,7 +240,7 @@ class Ingest:
                 messages.append(message)
                 size += message.event_count
             try:
-                await self._settle(messages)
+                await self._settle(messages, urgent=urgent)
             except Exception:
                 # A bug must not end ingest: log it; the messages stay unacked and are resent.
                 log.exception("ingest: failed on %s", ", ".join(m.inbound.topic for m in messages))
@@ -253,12 +272,12 @@ class Ingest:
             )
         return message
 
-    async def _settle(self, messages: list[_Message]) -> None:
+    async def _settle(self, messages: list[_Message], *, urgent: bool = False) -> None:
         """Store ``messages`` in one transaction and answer each; retries through database outages."""
         attempt = 0
         while True:
             try:
-                outcome = await self._store(messages)
+                outcome = await self._store(messages, defer_seen=urgent)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -270,7 +289,7 @@ class Ingest:
                 if len(messages) > 1:
                     # One of them carries what the database refuses: find it by storing each alone.
                     for message in messages:
-                        await self._settle([message])
+                        await self._settle([message], urgent=urgent)
                     return
                 message = messages[0]
                 if message.problem is not None:
@@ -281,13 +300,46 @@ class Ingest:
                 continue
             self._database_back()
             self._answer(outcome)
+            if outcome.seen:
+                # After the ack: an alarm's commit must not wait on the gateway row that the
+                # events worker's transaction holds; the bookkeeping can.
+                task = asyncio.create_task(self._record_seen(outcome.seen), name="ingest-seen")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             return
 
-    async def _store(self, messages: list[_Message]) -> _Outcome:
+    async def _registered(self, session: AsyncSession, gateway_ids: set[str]) -> set[str]:
+        """Registered gateways among ``gateway_ids``. A "yes" is remembered for a while, so the hot
+        path (and an alarm's) skips a query; a "no" is asked again every time, so a gateway
+        registered a moment ago is taken at once."""
+        now = time.monotonic()
+        known = {g for g in gateway_ids if self._known_until.get(g, 0.0) > now}
+        ask = gateway_ids - known
+        if ask:
+            found = await registered(session, ask)
+            for g in found:
+                self._known_until[g] = now + KNOWN_GATEWAY_TTL_S
+            known |= found
+        return known
+
+    async def _record_seen(self, seen: dict[str, Seen]) -> None:
+        for attempt in range(5):
+            try:
+                async with self._gate.hold(), self._sessions() as session, session.begin():
+                    await mark_seen(session, seen)
+                return
+            except Exception as e:
+                if not is_transient(e):
+                    log.exception("ingest: cannot record last-seen for %s", ", ".join(seen))
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
+        log.warning("ingest: gave up recording last-seen for %s (database unavailable)", ", ".join(seen))
+
+    async def _store(self, messages: list[_Message], *, defer_seen: bool = False) -> _Outcome:
         started = time.perf_counter()
-        async with self._sessions() as session, session.begin():
+        async with self._gate.hold(urgent=defer_seen), self._sessions() as session, session.begin():
             candidates = [m for m in messages if m.problem is None]
-            known = await registered(session, {m.gateway_id for m in candidates if m.gateway_id})
+            known = await self._registered(session, {m.gateway_id for m in candidates if m.gateway_id})
             acked: list[_Message] = []
             refused = [m for m in messages if m.problem is not None]
             for m in candidates:
@@ -311,7 +363,8 @@ class Ingest:
                 last = seen.get(b.gateway_id)
                 at = b.received_time if last is None else max(last.at, b.received_time)
                 seen[b.gateway_id] = Seen(at, stored.new_by_gateway.get(b.gateway_id, 0))
-            await mark_seen(session, seen)
+            if not defer_seen:
+                await mark_seen(session, seen)
             for m in refused:
                 record_reject(
                     session,
@@ -323,7 +376,7 @@ class Ingest:
                     ranges=to_ranges(m.seqs) if m.seqs else None,
                 )
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        return _Outcome(acked, refused, stored)
+        return _Outcome(acked, refused, stored, seen if defer_seen else {})
 
     def _answer(self, outcome: _Outcome) -> None:
         metrics.EVENTS.inc(outcome.stored.new)
@@ -398,7 +451,7 @@ class Ingest:
         attempt = 0
         while True:
             try:
-                async with self._sessions() as session, session.begin():
+                async with self._gate.hold(), self._sessions() as session, session.begin():
                     known = await apply_state(session, gateway_id, state)
                     online = await count_online(session)
             except asyncio.CancelledError:

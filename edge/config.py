@@ -65,7 +65,7 @@ class OutboxSection(BaseModel):
 class UplinkSection(BaseModel):
     model_config = _STRICT
 
-    batch_max_events: Annotated[int, Field(ge=1, le=10_000)] = 2000
+    batch_max_events: Annotated[int, Field(ge=1, le=10_000)] = 1000
     # With batches in flight, wait this long for a fuller batch; with none in flight, send at once.
     batch_max_age_ms: Annotated[float, Field(ge=0, le=60_000)] = 50.0
     window: Annotated[int, Field(ge=1, le=64)] = 8  # batches in flight awaiting the cloud's ack

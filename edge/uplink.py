@@ -91,6 +91,7 @@ class Uplink:
             ),
             on_message=self._on_message,
             on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
             will=(topic(self.gateway_id, Channel.STATE), encode(self._state(online=False)), True),
             rng=rng,
         )
@@ -109,11 +110,13 @@ class Uplink:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.link.run(), name="uplink-link")
             tg.create_task(self._send_loop(), name="uplink-send")
+            tg.create_task(self._alarm_loop(), name="uplink-alarms")
             tg.create_task(self._downlink_loop(), name="uplink-downlink")
             tg.create_task(self._clock_watch(), name="uplink-clock")
 
     async def close(self) -> None:
         """Say goodbye properly: a retained offline state, then a clean disconnect."""
+        await self.outbox.set_meta({"uplink_connected": "0", "uplink_error": "gateway stopped"})
         await self.link.close(
             final=(topic(self.gateway_id, Channel.STATE), encode(self._state(online=False)), True)
         )
@@ -141,9 +144,13 @@ class Uplink:
         self._cursor = {int(lane): 0 for lane in Lane}
         self._holding_since = None
         self._wake.set()
+        self.outbox.new_alarm.set()
         await self.outbox.set_meta(
             {"uplink_connected": "1", "uplink_since_ms": str(self.outbox.clock.now_ms()), "uplink_error": ""}
         )
+
+    async def _on_disconnect(self) -> None:
+        await self.outbox.set_meta({"uplink_connected": "0", "uplink_error": self.link.last_error})
 
     async def _clock_watch(self) -> None:
         # A Pi that boots without network learns the time later: tell the cloud when it does.
@@ -173,7 +180,6 @@ class Uplink:
             # Clear before looking, so anything that arrives while we look wakes the next wait.
             self._wake.clear()
             self.outbox.new_events.clear()
-            self.outbox.new_alarm.clear()
             timeout = await self._send_some()
             if timeout == 0:
                 continue
@@ -184,19 +190,30 @@ class Uplink:
                 for w in waiters:
                     w.cancel()
 
+    async def _alarm_loop(self) -> None:
+        """Life safety: at once, alone, outside the window, on its own task so that an alarm
+        never waits for a batch to be read, encoded or sent."""
+        while True:
+            if not self.link.connected.is_set():
+                await self.link.connected.wait()
+                continue
+            self.outbox.new_alarm.clear()  # before looking: an alarm committed meanwhile wakes us
+            lane = Lane.LIFE_SAFETY
+            alarms = await self.outbox.fetch(lane, self._cursor[lane], self.cfg.uplink.batch_max_events)
+            if not alarms:
+                await self.outbox.new_alarm.wait()
+            elif not self._publish(lane, alarms, Channel.ALARMS):
+                await self.link.connected.wait()  # went away mid-send: everything goes again on connect
+
     async def _send_some(self) -> float:
         """Send what may be sent now. Returns 0 to go again at once, else how long to wait at most."""
         now = time.monotonic()
         u = self.cfg.uplink
-        # 1. Life safety: at once, alone, outside the window.
-        alarms = await self.outbox.fetch(Lane.LIFE_SAFETY, self._cursor[Lane.LIFE_SAFETY], u.batch_max_events)
-        if alarms and not self._publish(Lane.LIFE_SAFETY, alarms, Channel.ALARMS):
-            return 1.0
-        # 2. Batches whose ack is overdue go again.
+        # 1. Batches (and alarms) whose ack is overdue go again.
         for bid, f in list(self._inflight.items()):
             if now - f.sent_at >= u.ack_timeout_s:
                 await self._resend(bid, f, now)
-        # 3. Fill the window, security lane before telemetry.
+        # 2. Fill the window, security lane before telemetry.
         while self._window_used() < u.window:
             batch: list[StoredEvent] = []
             lane = Lane.SECURITY
@@ -279,26 +296,43 @@ class Uplink:
 
     async def _downlink_loop(self) -> None:
         while True:
-            name, payload = await self._downlink.get()
-            try:
-                await self._handle(name, payload)
-            except ProtocolError as e:
-                self.counters.bad_downlink += 1
-                log.warning("bad message on %s: %s", name, e)
+            items = [await self._downlink.get()]
+            while not self._downlink.empty():
+                items.append(self._downlink.get_nowait())
+            # Acks that arrived together are applied in one outbox transaction: one fsync, and
+            # the outbox lock is free again sooner for an alarm's commit.
+            acks: list[Ack] = []
+            for name, payload in items:
+                try:
+                    if name.rsplit("/", 1)[-1] == Channel.ACK and isinstance(msg := decode(payload), Ack):
+                        acks.append(msg)
+                        continue
+                    await self._apply_acks(acks)
+                    acks = []
+                    await self._handle(name, payload)
+                except ProtocolError as e:
+                    self.counters.bad_downlink += 1
+                    log.warning("bad message on %s: %s", name, e)
+            await self._apply_acks(acks)
+
+    async def _apply_acks(self, acks: list[Ack]) -> None:
+        by_store: dict[str, Ranges] = {}
+        for a in acks:
+            by_store.setdefault(a.store_id, []).extend(a.ranges)
+        for store_id, ranges in by_store.items():
+            await self.outbox.ack(store_id, ranges)
+            self._settle(store_id, ranges)
+        self.counters.acks += len(acks)
 
     async def _handle(self, name: str, payload: bytes) -> None:
         channel = name.rsplit("/", 1)[-1]
         if channel == Channel.ACK:
             msg = decode(payload)
-            if isinstance(msg, Ack):
-                self.counters.acks += 1
-                await self.outbox.ack(msg.store_id, msg.ranges)
-                self._settle(msg.store_id, msg.ranges)
-            elif isinstance(msg, Reject):
+            if isinstance(msg, Reject):
                 self.counters.rejects += 1
                 await self.outbox.reject(msg.store_id, msg.ranges, msg.reason)
                 self._settle(msg.store_id, msg.ranges)
-            else:
+            elif not isinstance(msg, Ack):
                 raise ProtocolError(f"expected an ack or reject, got {type(msg).__name__}")
         elif channel == Channel.CMD:
             cmd = decode(payload, Command)

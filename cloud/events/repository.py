@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -85,11 +86,15 @@ class StoreResult:
     new_by_gateway: dict[str, int] = field(default_factory=dict)
 
 
+# A gateway stamps a whole group commit with one time, so a batch repeats few distinct times:
+# caching the conversions takes them off the ingest hot path.
+@lru_cache(maxsize=8192)
 def reported_time(time_ms: int) -> datetime:
     """The event's wall-clock time as an aware UTC datetime."""
     return _EPOCH + min(max(time_ms, _MIN_MS), _MAX_MS) * _MS
 
 
+@lru_cache(maxsize=8192)
 def _sqlite_time(time_ms: int) -> str:
     # The text form SQLAlchemy's DateTime uses on SQLite, always with microseconds so that
     # comparisons as text stay comparisons in time.
