@@ -20,6 +20,10 @@ SessionFactory = async_sessionmaker[AsyncSession]
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
+DATABASE_COMMAND_TIMEOUT_S = 30.0
+DATABASE_CONNECT_TIMEOUT_S = 10.0
+
+
 def create_engine(url: str, *, sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS) -> AsyncEngine:
     """An engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs."""
     if is_sqlite(url):
@@ -31,7 +35,14 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY
         # A replica outlives database restarts: test a pooled connection before handing it out
         # rather than failing the next transaction on a dead socket.
         pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": "gatehouse-cloud"}},
+        connect_args={
+            "server_settings": {"application_name": "gatehouse-cloud"},
+            # A database that vanishes without a reset (a half-open TCP connection: a dropped
+            # route, a host gone dark) would otherwise leave a query waiting for ever and ingest
+            # stuck with it; a timeout turns it into an outage that ingest retries.
+            "command_timeout": DATABASE_COMMAND_TIMEOUT_S,
+            "timeout": DATABASE_CONNECT_TIMEOUT_S,
+        },
     )
 
 

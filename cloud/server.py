@@ -7,8 +7,10 @@ flight, ingest finishes its transaction in progress, then the broker goes, then 
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 
@@ -55,8 +57,16 @@ async def open_database(config: CloudConfig) -> AsyncIterator[tuple[AsyncEngine,
         await engine.dispose()
 
 
+def _short_gil_slices() -> None:
+    # Ingest shares the GIL between paho's network threads, aiosqlite's thread and the loop. An
+    # alarm's path crosses threads several times; with the default 5 ms slices each crossing can
+    # wait out a whole slice behind a busy batch decode, which adds up to tens of milliseconds.
+    sys.setswitchinterval(0.0005)
+
+
 async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
     """Run the API (and ingest, and the embedded broker if ``mqtt.url`` is empty) until a signal."""
+    _short_gil_slices()
     stopping = asyncio.Event()
     async with AsyncExitStack() as stack:
         _engine, sessions = await stack.enter_async_context(open_database(config))
@@ -113,6 +123,7 @@ async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
 
 async def run_ingest(config: CloudConfig) -> None:
     """Run ingest alone against the configured external broker until a signal."""
+    _short_gil_slices()
     if uses_embedded_broker(config):
         raise ConfigError(
             "mqtt.url: empty, but `ingest` needs an external broker (mqtt://host:port); "
@@ -188,7 +199,20 @@ def _signals(handler: Callable[[], None]) -> Iterator[None]:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
             pass
     try:
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+        installed.append(signal.SIGUSR1)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover
+        pass
+    try:
         yield
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: log where every task is waiting: what an operator needs when ingest seems stuck."""
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(limit=12, file=out)
+        log.warning("task %s:\n%s", task.get_name(), out.getvalue())

@@ -57,12 +57,14 @@ class MqttLink:
         *,
         on_message: MessageHandler,
         on_connect: ConnectHandler | None = None,
+        on_disconnect: ConnectHandler | None = None,
         will: tuple[str, bytes, bool] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self._on_message = on_message
         self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
         self._rng = rng or random.Random()
         self.connected = asyncio.Event()
         self.connects = 0
@@ -186,9 +188,14 @@ class MqttLink:
         self._on_loop(self._lost, reason)
 
     def _lost(self, reason: Any) -> None:
-        if self.connected.is_set():
+        was_up = self.connected.is_set()
+        if was_up:
             log.warning("mqtt connection to %s:%s lost: %s", self.settings.host, self.settings.port, reason)
+            self.last_error = f"connection lost: {reason}"
         self.connected.clear()
+        if was_up and self._on_disconnect:
+            assert self._loop is not None
+            self._loop.create_task(self._on_disconnect(), name="mqtt-on-disconnect")
         self._disconnected.set()
 
     def _cb_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

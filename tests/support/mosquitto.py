@@ -72,7 +72,9 @@ class MosquittoProcess:
         self.acl_file = acl_file
         self.persistence_dir = persistence_dir
         self.extra_conf = extra_conf
-        self.workdir = tempfile.mkdtemp(prefix="gh-mosquitto-")
+        # Mosquitto re-reads its config on SIGHUP after dropping to its own user: the config must
+        # live where that user can read it, or a reload fails ("Unable to open config file").
+        self.workdir = make_broker_dir("gh-mosquitto-")
         self.conf_path = os.path.join(self.workdir, "mosquitto.conf")
         self.log_path = os.path.join(self.workdir, "mosquitto.log")
         self.pid_file = os.path.join(self.workdir, "mosquitto.pid")

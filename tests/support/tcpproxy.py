@@ -75,8 +75,15 @@ class TcpProxy:
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:
+            # Linger 0 makes the close a reset. shutdown() first: a bare close() does not wake the
+            # pipe thread blocked in recv() on it, and Linux keeps a socket some syscall is still
+            # using open, so the peer would never hear a thing (a half-open connection).
             try:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass
