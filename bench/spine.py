@@ -152,6 +152,18 @@ def drain(tmp: Path, db_url: str, backlog: int) -> tuple[float, list[float], flo
                     reported = e["reported"]
                     t = reported.timestamp() if hasattr(reported, "timestamp") else _parse_time(reported)
                     latencies.append((observer.acked_at[e["seq"]] - t) * 1000)
+                    if os.environ.get("GATEHOUSE_BENCH_DEBUG"):
+                        r = e["received"]
+                        rt = r.timestamp() if hasattr(r, "timestamp") else _parse_time(r)
+                        print(
+                            "alarm",
+                            e["seq"],
+                            "received after",
+                            round((rt - t) * 1000),
+                            "acked after",
+                            round((observer.acked_at[e["seq"]] - t) * 1000),
+                            file=sys.stderr,
+                        )
             observer.close()
             return backlog / seconds, latencies, rss
         finally:
