@@ -106,15 +106,19 @@ class Ingest:
         retry_max_s: float = 5.0,
     ) -> None:
         self._sessions = sessions
-        self._max_batch_events = config.ingest.max_batch_events
+        sqlite = is_sqlite(database_url(config))
+        self._max_batch_events = config.ingest.max_batch_events or (2000 if sqlite else 5000)
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._events: asyncio.Queue[Inbound | None] = asyncio.Queue(queue_messages)
         self._alarms: asyncio.Queue[Inbound | None] = asyncio.Queue(queue_messages)
         self._control: asyncio.Queue[Inbound | None] = asyncio.Queue(queue_messages)
+        # Events decoded ahead, while the consumer waits on the database: decoding (CPU, on the
+        # loop) and storing (the database's work) overlap instead of taking turns.
+        self._decoded: asyncio.Queue[Inbound | _Message | None] = asyncio.Queue(8)
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()  # bookkeeping after acks
-        self._gate = WriteGate(enabled=is_sqlite(database_url(config)))
+        self._gate = WriteGate(enabled=sqlite)
         self._known_until: dict[str, float] = {}  # gateway id -> monotonic time to ask again
         self._outage_since: float | None = None
         self._last_drop_log = 0.0
@@ -167,7 +171,7 @@ class Ingest:
         """Ask ``run`` to finish: the transaction in progress completes (and is acked), the rest
         stays unacked for the gateways to resend. Call from the event loop's thread."""
         self._stopping.set()
-        for queue in (self._events, self._alarms, self._control):
+        for queue in (self._events, self._alarms, self._control, self._decoded):
             try:
                 queue.put_nowait(None)  # wake a consumer waiting on an empty queue
             except asyncio.QueueFull:
@@ -178,7 +182,8 @@ class Ingest:
         self._alarm_link.start()
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._consume_batches(self._events, group=True), name="ingest-events")
+                tasks.create_task(self._decode_events(), name="ingest-decode")
+                tasks.create_task(self._consume_batches(self._decoded, group=True), name="ingest-events")
                 tasks.create_task(
                     self._consume_batches(self._alarms, group=False, urgent=True), name="ingest-alarms"
                 )
@@ -211,18 +216,30 @@ class Ingest:
 
     # -- events and alarms
 
+    async def _decode_events(self) -> None:
+        while not self._stopping.is_set():
+            inbound = await self._events.get()
+            if inbound is None:
+                break
+            await self._decoded.put(self._parse(inbound))
+            await asyncio.sleep(0)  # one decode at a time: the alarm task gets in between
+
     async def _consume_batches(
-        self, queue: asyncio.Queue[Inbound | None], *, group: bool, urgent: bool = False
+        self,
+        queue: asyncio.Queue[Inbound | None] | asyncio.Queue[Inbound | _Message | None],
+        *,
+        group: bool,
+        urgent: bool = False,
     ) -> None:
         carry: _Message | None = None
         while not self._stopping.is_set():
             if carry is not None:
                 first, carry = carry, None
             else:
-                inbound = await queue.get()
-                if inbound is None or self._stopping.is_set():
+                item = await queue.get()
+                if item is None or self._stopping.is_set():
                     return
-                first = self._parse(inbound)
+                first = item if isinstance(item, _Message) else self._parse(item)
             messages = [first]
             size = first.event_count
             while group and not queue.empty():
@@ -230,10 +247,10 @@ class Ingest:
                 await asyncio.sleep(0)
                 if queue.empty():
                     break
-                inbound = queue.get_nowait()
-                if inbound is None:
+                item = queue.get_nowait()
+                if item is None:
                     break
-                message = self._parse(inbound)
+                message = item if isinstance(item, _Message) else self._parse(item)
                 if size + message.event_count > self._max_batch_events:
                     carry = message
                     break

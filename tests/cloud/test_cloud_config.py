@@ -32,7 +32,7 @@ def test_no_file_means_every_default() -> None:
     assert config == CloudConfig()
     assert config.api.port == 8080
     assert config.mqtt.embedded_port == 18830
-    assert config.ingest.max_batch_events == 2000
+    assert config.ingest.max_batch_events == 0
 
 
 def test_file_values_are_read(tmp_path: Path) -> None:
