@@ -1,4 +1,4 @@
-"""The uplink against a real broker (the machine's Mosquitto) with a scripted cloud peer on it:
+"""The uplink against a real broker (a private Mosquitto) with a scripted cloud peer on it:
 acks delete, silence means resend, rejects dead-letter, alarms overtake a backlog."""
 
 import asyncio
@@ -18,8 +18,18 @@ from edge.uplink import Uplink
 from protocols import Ack, EventBatch, GatewayState, Reject, decode, encode, to_ranges
 from protocols.events import Lane, NewEvent
 from protocols.topics import Channel, topic
+from tests.support.mosquitto import MosquittoProcess
 
-BROKER = ("127.0.0.1", 1883)
+BROKER = ("127.0.0.1", 0)  # set by the private broker fixture below
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_broker():
+    """A Mosquitto of this module's own: nothing here depends on a broker the machine runs."""
+    global BROKER
+    with MosquittoProcess() as m:
+        BROKER = ("127.0.0.1", m.port)
+        yield m
 
 
 class CloudPeer:
