@@ -183,3 +183,14 @@ async def test_accept_after_close_raises(tmp_path):
     await ob.close()
     with pytest.raises(OutboxClosed):
         await ob.accept(tele(1))
+
+
+async def test_acks_leave_the_store_at_synchronous_full(tmp_path):
+    # Deletions on ack skip their own fsync; accepted events must never lose theirs.
+    ob = await open_outbox(tmp_path)
+    await ob.accept(tele(5))
+    assert await ob.ack(ob.store_id, [(1, 2), (4, 4)]) == 3
+    [(level,)] = await ob._db.execute_fetchall("PRAGMA synchronous")
+    assert level == 2  # FULL
+    assert [e.seq for e in await ob.fetch(Lane.TELEMETRY, 0, 10)] == [3, 5]
+    await ob.close()
