@@ -49,12 +49,11 @@ CREATE TEMP TABLE IF NOT EXISTS events_staging (
     clock_synced boolean, source text, data jsonb
 ) ON COMMIT DELETE ROWS
 """
-# Empties the staging table and inserts its rows in one statement, so it can be used several
-# times in one transaction; returns how many rows each gateway really added.
+# Moves the staging rows into events in one statement and says how many rows each gateway really
+# added (the staging table is emptied right after).
 _PG_MOVE = f"""
-WITH moved AS (DELETE FROM events_staging RETURNING {_COLUMN_LIST}),
-inserted AS (
-    INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM moved
+WITH inserted AS (
+    INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM events_staging
     ON CONFLICT DO NOTHING RETURNING gateway_id
 )
 SELECT gateway_id, count(*) FROM inserted GROUP BY gateway_id
@@ -178,7 +177,10 @@ async def _insert_postgresql(session: AsyncSession, batches: Sequence[IncomingBa
     driver = (await conn.get_raw_connection()).driver_connection  # asyncpg.Connection
     assert driver is not None
     await driver.copy_records_to_table("events_staging", records=_pg_rows(batches), columns=_COLUMNS)
-    return {row[0]: row[1] for row in await driver.fetch(_PG_MOVE)}
+    added = {row[0]: row[1] for row in await driver.fetch(_PG_MOVE)}
+    # Empty now rather than at commit, so a second call in the same transaction starts clean.
+    await driver.execute("TRUNCATE events_staging")
+    return added
 
 
 def _pg_rows(batches: Iterable[IncomingBatch]) -> Iterable[tuple[Any, ...]]:
