@@ -31,6 +31,9 @@ class _Section(BaseModel):
 
 class DatabaseConfig(_Section):
     url: str = ""
+    # PostgreSQL: a statement that gets no answer for this long fails and is retried on a fresh
+    # connection (a half-open connection must not stall ingest for ever).
+    command_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
 class ApiConfig(_Section):
@@ -119,7 +122,7 @@ def load_cloud_config(path: str | None) -> CloudConfig:
     db_url = os.environ.get(DATABASE_URL_ENV)
     if db_url:
         # The env wins over the file so that a container can point a baked-in config at its database.
-        config = config.model_copy(update={"database": DatabaseConfig(url=db_url)})
+        config = config.model_copy(update={"database": config.database.model_copy(update={"url": db_url})})
     return config
 
 

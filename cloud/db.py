@@ -24,7 +24,12 @@ DATABASE_COMMAND_TIMEOUT_S = 30.0
 DATABASE_CONNECT_TIMEOUT_S = 10.0
 
 
-def create_engine(url: str, *, sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
+    command_timeout_s: float = DATABASE_COMMAND_TIMEOUT_S,
+) -> AsyncEngine:
     """An engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs."""
     if is_sqlite(url):
         engine = create_async_engine(url)
@@ -40,8 +45,8 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY
             # A database that vanishes without a reset (a half-open TCP connection: a dropped
             # route, a host gone dark) would otherwise leave a query waiting for ever and ingest
             # stuck with it; a timeout turns it into an outage that ingest retries.
-            "command_timeout": DATABASE_COMMAND_TIMEOUT_S,
-            "timeout": DATABASE_CONNECT_TIMEOUT_S,
+            "command_timeout": command_timeout_s,
+            "timeout": min(DATABASE_CONNECT_TIMEOUT_S, command_timeout_s),
         },
     )
 

@@ -45,7 +45,7 @@ class StartupFailed(Exception):
 async def open_database(config: CloudConfig) -> AsyncIterator[tuple[AsyncEngine, SessionFactory]]:
     """The engine, upgraded to the latest schema with the coming months' partitions in place."""
     url = database_url(config)
-    engine = create_engine(url)
+    engine = create_engine(url, command_timeout_s=config.database.command_timeout_s)
     try:
         try:
             revision = await prepare_database(engine)

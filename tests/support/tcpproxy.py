@@ -1,5 +1,7 @@
 """A TCP proxy a test can cut: the way to make a database unreachable without touching the shared
-server. ``cut()`` drops every connection and refuses new ones; ``restore()`` lets them through again."""
+server. ``cut()`` resets every connection and refuses new ones (a server that died);
+``blackhole()`` leaves connections open but carries nothing, and new ones hang too (a route that
+went dark: no reset ever comes); ``restore()`` lets traffic through again."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._dark = threading.Event()  # set while blackholed
 
     def start(self) -> TcpProxy:
         self._listen()
@@ -38,6 +41,10 @@ class TcpProxy:
                 client, _ = ls.accept()
             except OSError:
                 return
+            if self._dark.is_set():
+                with self._lock:
+                    self._conns.append(client)  # accepted, never answered
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -48,14 +55,16 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if self._dark.is_set():
+                    return  # swallowed; the sockets stay open and silent until restore() resets them
                 dst.sendall(data)
         except OSError:
             pass
-        finally:
+        # The other side closed: close ours too (unless it went dark: then nothing is said).
+        if not self._dark.is_set():
             for s in (src, dst):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
@@ -72,6 +81,9 @@ class TcpProxy:
                 pass
             self._listener.close()
             self._listener = None
+        self._reset_all()
+
+    def _reset_all(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:
@@ -88,7 +100,14 @@ class TcpProxy:
             except OSError:
                 pass
 
+    def blackhole(self) -> None:
+        self._dark.set()
+
     def restore(self) -> None:
+        if self._dark.is_set():
+            # What went dark never comes back; its peers learn so now, as they would from a timeout.
+            self._reset_all()
+            self._dark.clear()
         if self._listener is None:
             self._listen()
 
