@@ -98,21 +98,22 @@ def test_random_gzip_payloads_never_crash_the_decoder(raw):
         pass
 
 
+def telemetry(seq: int, data: dict) -> bytes:
+    return encode_event(
+        seq=seq,
+        kind="telemetry.point",
+        lane=2,
+        time_ms=1,
+        boot_id="b",
+        mono_ns=1,
+        clock_synced=True,
+        source="m",
+        data=data,
+    )
+
+
 def test_large_batches_are_compressed_and_fit_one_message():
-    bodies = [
-        encode_event(
-            seq=i,
-            kind="telemetry.point",
-            lane=2,
-            time_ms=1,
-            boot_id="b",
-            mono_ns=1,
-            clock_synced=True,
-            source="m",
-            data={"value": i, "unit": "kWh"},
-        )
-        for i in range(1, 2001)
-    ]
+    bodies = [telemetry(i, {"value": i, "unit": "kWh"}) for i in range(1, 2001)]
     payload = encode_batch("gw-1", STORE, bodies)
     assert payload[:2] == b"\x1f\x8b" and len(payload) <= MAX_MESSAGE_BYTES
     assert len(decode(payload).events) == 2000
@@ -121,20 +122,7 @@ def test_large_batches_are_compressed_and_fit_one_message():
 def test_incompressible_batch_over_the_limit_raises():
     import os
 
-    bodies = [
-        encode_event(
-            seq=i,
-            kind="telemetry.point",
-            lane=2,
-            time_ms=1,
-            boot_id="b",
-            mono_ns=1,
-            clock_synced=True,
-            source="m",
-            data={"blob": os.urandom(3000).hex()},
-        )
-        for i in range(1, 60)
-    ]
+    bodies = [telemetry(i, {"blob": os.urandom(3000).hex()}) for i in range(1, 60)]
     with pytest.raises(MessageTooLarge):
         encode_batch("gw-1", STORE, bodies)
 
@@ -162,17 +150,7 @@ def test_malformed_messages_raise_one_typed_error_saying_what(payload, needle):
 
 
 def test_duplicate_seq_in_one_batch_is_refused():
-    body = encode_event(
-        seq=1,
-        kind="telemetry.point",
-        lane=2,
-        time_ms=1,
-        boot_id="b",
-        mono_ns=1,
-        clock_synced=True,
-        source="m",
-        data={},
-    )
+    body = telemetry(1, {})
     with pytest.raises(ProtocolError, match="twice"):
         decode(encode_batch("gw-1", STORE, [body, body]))
 
