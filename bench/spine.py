@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import sys
@@ -43,7 +44,17 @@ from edge.outbox import Outbox  # noqa: E402
 from protocols import Ack, decode  # noqa: E402
 from protocols.events import NewEvent  # noqa: E402
 from tests.support.postgres import create_database, drop_database  # noqa: E402
-from tests.system.harness import CLOUD_PASSWORD, CLOUD_USER, Broker, Cloud, Gateway, wait_until  # noqa: E402
+from tests.system.harness import (  # noqa: E402
+    CLOUD_PASSWORD,
+    CLOUD_USER,
+    Broker,
+    Cloud,
+    Gateway,
+    Proc,
+    wait_until,
+)
+
+atexit.register(Proc.kill_all)  # a failed run leaves no gateway or cloud behind
 
 DATA = {
     "point": "ahu-1.supply_air_temp",

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import orjson
@@ -51,7 +51,10 @@ def _q(v: Any) -> str:
 
 
 class Proc:
-    """A gatehouse subprocess with its output in a log file."""
+    """A gatehouse subprocess with its output in a log file. ``kill_all()`` ends every one still
+    running (the system tests' teardown calls it, so a failed test leaves nothing behind)."""
+
+    live: ClassVar[set[Proc]] = set()
 
     def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.argv, self.log_path, self.env = argv, log, env
@@ -64,6 +67,13 @@ class Proc:
             self.p = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
             )
+        Proc.live.add(self)
+
+    @classmethod
+    def kill_all(cls) -> None:
+        for proc in list(cls.live):
+            proc.kill()
+            cls.live.discard(proc)
 
     @property
     def running(self) -> bool:

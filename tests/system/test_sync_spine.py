@@ -250,6 +250,7 @@ def test_full_store_reports_evicted_ranges_to_the_cloud(tmp_path):
             assert_exactly_once(events, {st["store_id"]: st["next_seq"]})
             lost_lanes = {2}
             assert all(e["lane"] in lost_lanes or (e["store_id"], e["seq"]) not in evicted for e in events)
+            gw.stop()
         finally:
             cloud.stop()
 
