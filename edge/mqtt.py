@@ -72,7 +72,6 @@ class MqttLink:
         self._disconnected = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._misc: asyncio.Task[None] | None = None
-        self._sock: Any = None
         self._acked: dict[int, asyncio.Future[None]] = {}  # mid -> waiter, for close()
         self._client = self._make_client(will)
 
@@ -116,7 +115,6 @@ class MqttLink:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _cb_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._sock = sock
         self._on_loop(self._watch, sock)
 
     def _watch(self, sock: Any) -> None:

@@ -91,7 +91,6 @@ class OutboxStats:
     counters: dict[str, int]
     store_full: bool
     last_ack_ms: int | None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -466,25 +465,14 @@ class Outbox:
             log.info("ignoring ack for store %s (this store is %s)", store_id, self.store_id)
             return 0
         now = Clock.now_ms()
+        clauses = _seq_clauses(ranges)
         # Two trips to SQLite's thread instead of one per statement, and no fsync of its own:
         # losing a deletion to a power cut only means those events go again, and the cloud stores
-        # each once. The next FULL commit (an accepted event) makes it durable anyway. The ranges
-        # are validated integers, so writing them into the SQL is safe.
-        where = [
-            " OR ".join(f"seq BETWEEN {int(a)} AND {int(b)}" for a, b in ranges[i : i + 200])
-            for i in range(0, len(ranges), 200)
-        ]
+        # each once. The next FULL commit (an accepted event) makes it durable anyway.
         async with self._lock:
-            freed: dict[Lane, int] = {}
-            n = 0
-            for clause in where:
-                for lane, count, size in await self._db.execute_fetchall(
-                    f"SELECT lane, COUNT(*), COALESCE(SUM(size), 0) FROM events WHERE {clause} GROUP BY lane"
-                ):
-                    freed[Lane(lane)] = freed.get(Lane(lane), 0) + size
-                    n += count
+            n, freed = await self._measure(clauses)
             acked = self._counters["acked_total"] + n
-            deletes = "".join(f"DELETE FROM events WHERE {clause};\n" for clause in where)
+            deletes = "".join(f"DELETE FROM events WHERE {clause};\n" for clause in clauses)
             try:
                 await self._db.executescript(
                     "PRAGMA synchronous=NORMAL;\nBEGIN IMMEDIATE;\n"
@@ -496,12 +484,9 @@ class Outbox:
                 await self._rollback()
                 await self._db.execute("PRAGMA synchronous=FULL")
                 raise
-        for lane, size in freed.items():
-            self._bytes[lane] -= size
+        self._release(freed)
         self._counters["acked_total"] = acked
         self.last_ack_ms = now
-        if n and self._store_full:
-            self._work.set()  # room may have come back: let the writer re-judge "store full"
         return n
 
     async def reject(self, store_id: str, ranges: Ranges, reason: str) -> int:
@@ -509,18 +494,19 @@ class Outbox:
         if store_id != self.store_id:
             return 0
         now = Clock.now_ms()
+        clauses = _seq_clauses(ranges)
         async with self._lock:
+            n, freed = await self._measure(clauses)
+            rejected = self._counters["rejected_events"] + n
             await self._db.execute("BEGIN IMMEDIATE")
             try:
-                for a, b in ranges:
+                for clause in clauses:
                     await self._db.execute(
                         "INSERT OR REPLACE INTO dead_letter (seq, lane, kind, body, reason, rejected_ms) "
-                        "SELECT seq, lane, kind, body, ?, ? FROM events WHERE seq BETWEEN ? AND ?",
-                        (reason[:1000], now, a, b),
+                        f"SELECT seq, lane, kind, body, ?, ? FROM events WHERE {clause}",
+                        (reason[:1000], now),
                     )
-                gone = await self._delete(ranges)
-                n = sum(len(g) for g in gone.values())
-                rejected = self._counters["rejected_events"] + n
+                    await self._db.execute(f"DELETE FROM events WHERE {clause}")
                 await self._db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('rejected_events', ?)", (str(rejected),)
                 )
@@ -528,24 +514,29 @@ class Outbox:
             except BaseException:
                 await self._rollback()
                 raise
-        self._forget(gone)
+        self._release(freed)
         self._counters["rejected_events"] = rejected
         if n:
             log.warning("cloud rejected %d events (%s): moved to dead_letter", n, reason)
         return n
 
-    async def _delete(self, ranges: Ranges) -> dict[Lane, list[int]]:
-        gone: dict[Lane, list[int]] = {lane: [] for lane in Lane}
-        for a, b in ranges:
-            for lane, size in await self._db.execute_fetchall(
-                "DELETE FROM events WHERE seq BETWEEN ? AND ? RETURNING lane, size", (a, b)
+    async def _measure(self, clauses: list[str]) -> tuple[int, dict[Lane, int]]:
+        """How many stored events the clauses cover, and their bytes by lane. Call under the lock."""
+        n = 0
+        freed: dict[Lane, int] = {}
+        for clause in clauses:
+            for lane, count, size in await self._db.execute_fetchall(
+                f"SELECT lane, COUNT(*), COALESCE(SUM(size), 0) FROM events WHERE {clause} GROUP BY lane"
             ):
-                gone[Lane(lane)].append(size)
-        return gone
+                freed[Lane(lane)] = freed.get(Lane(lane), 0) + size
+                n += count
+        return n, freed
 
-    def _forget(self, gone: dict[Lane, list[int]]) -> None:
-        for lane, sizes in gone.items():
-            self._bytes[lane] -= sum(sizes)
+    def _release(self, freed: dict[Lane, int]) -> None:
+        for lane, size in freed.items():
+            self._bytes[lane] -= size
+        if freed and self._store_full:
+            self._work.set()  # room may have come back: let the writer re-judge "store full"
 
     async def set_meta(self, items: dict[str, str]) -> None:
         """Small facts for ``gatehouse gateway status`` (uplink connection state and the like)."""
@@ -587,6 +578,15 @@ class Outbox:
             self._store_full,
             self.last_ack_ms,
         )
+
+
+def _seq_clauses(ranges: Ranges) -> list[str]:
+    """SQL conditions covering ``ranges``, at most 200 ranges each (SQLite limits expression depth).
+    The ranges are validated integers, so writing them into the SQL is safe."""
+    return [
+        " OR ".join(f"seq BETWEEN {int(a)} AND {int(b)}" for a, b in ranges[i : i + 200])
+        for i in range(0, len(ranges), 200)
+    ]
 
 
 @dataclass

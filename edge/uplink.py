@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edge.config import GatewayConfig
 from edge.mqtt import LinkSettings, MqttLink
@@ -63,7 +63,6 @@ class UplinkCounters:
     rejects: int = 0
     bad_downlink: int = 0
     commands: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Uplink:
