@@ -81,16 +81,20 @@ def _authority_of(plugin: BaseAuthPlugin | BaseTopicPlugin) -> RegistryAuthority
     return authority
 
 
-class GatehouseAuthPlugin(BaseAuthPlugin):
-    """amqtt sign-in plugin: asks the registry; anonymous users and foreign wills are refused."""
+class _AsksAuthority:
+    """What both plugins share: a config carrying the RegistryAuthority, read at construction."""
 
     @dataclass
     class Config:
         authority: Any = None
 
     def __init__(self, context: BaseContext) -> None:
-        super().__init__(context)
+        super().__init__(context)  # type: ignore[call-arg]
         self.authority = _authority_of(self)
+
+
+class GatehouseAuthPlugin(_AsksAuthority, BaseAuthPlugin):
+    """amqtt sign-in plugin: asks the registry; anonymous users and foreign wills are refused."""
 
     async def authenticate(self, *, session: Session) -> bool | None:
         username = session.username
@@ -107,16 +111,8 @@ class GatehouseAuthPlugin(BaseAuthPlugin):
         return True
 
 
-class GatehouseTopicPlugin(BaseTopicPlugin):
+class GatehouseTopicPlugin(_AsksAuthority, BaseTopicPlugin):
     """amqtt topic plugin: publish, subscribe and delivery rights from ``cloud.broker.acl``."""
-
-    @dataclass
-    class Config:
-        authority: Any = None
-
-    def __init__(self, context: BaseContext) -> None:
-        super().__init__(context)
-        self.authority = _authority_of(self)
 
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
