@@ -256,6 +256,9 @@ def main() -> None:
                 eps, lat, r = drain(sub, url, backlog)
             figures[f"drain_eps_{name}"] = round(eps)
             alarm_ms += lat
+            if lat:  # per database, to tell which side a slow alarm came from
+                figures[f"alarm_latency_ms_p50_{name}"] = percentile(lat, 0.5)
+                figures[f"alarm_latency_ms_p99_{name}"] = percentile(lat, 0.99)
             rss = max(rss, r)
         if alarm_ms:
             figures["alarm_latency_ms_p50"] = percentile(alarm_ms, 0.5)

@@ -36,6 +36,9 @@ KNOWN_KINDS: dict[str, Lane] = {
     "door.forced": Lane.SECURITY,
     "door.held_open": Lane.SECURITY,
     "intrusion.detected": Lane.SECURITY,
+    "intrusion.clear": Lane.SECURITY,
+    "reader.card": Lane.SECURITY,  # a credential presented at a reader (the access rules decide)
+    "reader.tamper": Lane.SECURITY,
     "device.online": Lane.SECURITY,
     "device.offline": Lane.SECURITY,
     "device.fault": Lane.SECURITY,
