@@ -42,6 +42,8 @@ KNOWN_KINDS: dict[str, Lane] = {
     "device.online": Lane.SECURITY,
     "device.offline": Lane.SECURITY,
     "device.fault": Lane.SECURITY,
+    "device.fault_cleared": Lane.SECURITY,
+    "door.lock_state": Lane.SECURITY,
     # the gateway's own reports
     "gateway.started": Lane.SECURITY,
     "gateway.evicted": Lane.SECURITY,  # data: {"ranges": [[a, b], ...], "count": n, "bytes": n}
