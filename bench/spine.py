@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +133,7 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def drain(tmp: Path, db_url: str, backlog: int) -> tuple[float, list[float], float]:
+def drain(tmp: Path, db_url: str, backlog: int) -> tuple[float, list[float], float, float]:
     with Broker(tmp) as broker:
         cloud = Cloud(tmp, db_url=db_url, broker=broker)
         cloud.start()
@@ -159,9 +160,25 @@ def drain(tmp: Path, db_url: str, backlog: int) -> tuple[float, list[float], flo
             seconds = (st["last_ack_ms"] - st["uplink_since_ms"]) / 1000
             latencies = alarm_latencies(cloud.events(gw.id), observer.acked_at)
             observer.close()
-            return backlog / seconds, latencies, rss
+            in_cloud_ms = cloud_alarm_mean_ms(cloud)
+            return backlog / seconds, latencies, rss, in_cloud_ms
         finally:
             cloud.stop()
+
+
+def cloud_alarm_mean_ms(cloud: Cloud) -> float:
+    """The cloud's own share of an alarm's latency (mean, broker arrival → ack published), from its
+    /metrics histogram: tells the cloud's part of a slow alarm from the gateway's and the broker's."""
+    req = urllib.request.Request(f"{cloud.api}/metrics", headers={"Authorization": f"Bearer {cloud.token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read().decode()
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("gatehouse_ingest_alarm_seconds_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("gatehouse_ingest_alarm_seconds_count"):
+            count = float(line.split()[-1])
+    return round(1000 * total / count, 1) if count else 0.0
 
 
 def alarm_latencies(events: list[dict], acked_at: dict[int, float]) -> list[float]:
@@ -249,16 +266,17 @@ def main() -> None:
             if url is None:
                 url = asyncio.run(create_database("gh_bench"))
                 try:
-                    eps, lat, r = drain(sub, url, backlog)
+                    eps, lat, r, in_cloud = drain(sub, url, backlog)
                 finally:
                     asyncio.run(drop_database(url))
             else:
-                eps, lat, r = drain(sub, url, backlog)
+                eps, lat, r, in_cloud = drain(sub, url, backlog)
             figures[f"drain_eps_{name}"] = round(eps)
             alarm_ms += lat
             if lat:  # per database, to tell which side a slow alarm came from
                 figures[f"alarm_latency_ms_p50_{name}"] = percentile(lat, 0.5)
                 figures[f"alarm_latency_ms_p99_{name}"] = percentile(lat, 0.99)
+                figures[f"alarm_in_cloud_ms_mean_{name}"] = in_cloud
             rss = max(rss, r)
         if alarm_ms:
             figures["alarm_latency_ms_p50"] = percentile(alarm_ms, 0.5)

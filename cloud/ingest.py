@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -330,6 +331,10 @@ class Ingest:
                 continue
             self._database_back()
             self._answer(outcome)
+            if urgent:
+                now = datetime.now(UTC)
+                for m in messages:
+                    metrics.ALARM_SECONDS.observe((now - m.inbound.received_time).total_seconds())
             if outcome.seen:
                 # After the ack: an alarm's commit must not wait on the gateway row that the
                 # events worker's transaction holds; the bookkeeping can.

@@ -32,4 +32,9 @@ COMMIT_SECONDS = Histogram(
     "Time of one ingest transaction, from first statement to commit",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+ALARM_SECONDS = Histogram(
+    "gatehouse_ingest_alarm_seconds",
+    "An alarm's time in the cloud: from its arrival from the broker to its ack being published",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
 GATEWAYS_ONLINE = Gauge("gatehouse_gateways_online", "Registered gateways whose last state says online")
