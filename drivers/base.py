@@ -6,7 +6,9 @@ the gateway's local rules read:
 
 - ``telemetry.point``: source ``<device>/<point>``; data ``{"device", "point", "value", "unit",
   "quality", "read_ms"}``; the event's ``time_ms`` is the moment the value was read, never the
-  moment it was sent. ``quality`` is ``good`` or ``stale``.
+  moment it was sent. ``quality`` is ``good``, ``stale`` (from a device that went offline) or
+  ``fault`` (the device says its own reading is unreliable, e.g. BACnet status-flags fault);
+  anything but ``good`` is unreadable to the sensors that read it.
 - ``device.online`` / ``device.offline``: source ``<device>``; data ``{"family", "reason", ...}``.
   These are the per-device birth and death (as Sparkplug has them): the cloud tells "gateway
   offline" (the gateway's own death on ``state``) from "device offline" (this event), and treats

@@ -52,9 +52,10 @@ class SensorConfig(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
     meaning: Meaning
     point: Annotated[str, Field(pattern=r"^[^/\s]+/[^/\s]+$", description="device/point")]
-    # The raw value that means active: smoke present, motion, door open, lock energised (locked),
-    # machine running. Normally-closed wiring is inverted here, not in the driver.
-    active: bool | int = True
+    # The raw value(s) that mean active: smoke present, motion, door open, lock energised
+    # (locked), machine running. Normally-closed wiring is inverted here, not in the driver; a
+    # BACnet life-safety point is active in several states (e.g. ["alarm", "pre-alarm"]).
+    active: bool | int | str | list[bool | int | str] = True
     zone: str = ""  # PIR: the intrusion zone; smoke: the fire zone
     door: str = ""  # door contacts and lock relays: the door they belong to
     asset: str = ""  # run signals, status and meters: the asset or meter id the cloud knows
@@ -73,6 +74,18 @@ class SensorConfig(BaseModel):
     @property
     def device(self) -> str:
         return self.point.split("/", 1)[0]
+
+
+def _is_active(value: Any, active: bool | int | str | list[bool | int | str]) -> bool:
+    wanted = active if isinstance(active, list) else [active]
+    for w in wanted:
+        # bool and int compare as numbers (a coil's True is a register's 1); strings exactly.
+        if isinstance(w, str) or isinstance(value, str):
+            if isinstance(w, str) and isinstance(value, str) and value == w:
+                return True
+        elif bool(value) == bool(w) if isinstance(w, bool) or isinstance(value, bool) else value == w:
+            return True
+    return False
 
 
 def _now_ms() -> int:
@@ -136,7 +149,9 @@ class SensorSink:
                     derived.extend(self._reading(st, e))
             elif e.kind == "device.offline":
                 for st in self.by_device.get(e.source, ()):
-                    derived.extend(self._unreadable(st, f"device {e.source} offline: {e.data.get('reason', '')}"))
+                    derived.extend(
+                        self._unreadable(st, f"device {e.source} offline: {e.data.get('reason', '')}")
+                    )
         # Meanings go first: a smoke alarm is committed and sent ahead of the reading it came from.
         await self.inner.emit([*derived, *events] if derived else events)
 
@@ -156,7 +171,7 @@ class SensorSink:
         if cfg.meaning is Meaning.EQUIPMENT_STATUS:
             out.append(self._event("equipment.status", st, {"status": value}, t))
             return out
-        active = bool(value == cfg.active) if not isinstance(value, bool) else value == bool(cfg.active)
+        active = _is_active(value, cfg.active)
         if active == st.active:
             return out
         st.active = active
@@ -169,7 +184,9 @@ class SensorSink:
         if m is Meaning.SMOKE:
             return self._event("smoke.alarm" if active else "smoke.clear", st, {"zone": cfg.zone}, t)
         if m is Meaning.PIR:
-            return self._event("intrusion.detected" if active else "intrusion.clear", st, {"zone": cfg.zone}, t)
+            return self._event(
+                "intrusion.detected" if active else "intrusion.clear", st, {"zone": cfg.zone}, t
+            )
         if m is Meaning.DOOR_CONTACT:
             return self._event("door.opened" if active else "door.closed", st, {"door": cfg.door}, t)
         if m is Meaning.LOCK_RELAY:

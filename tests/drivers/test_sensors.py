@@ -20,7 +20,13 @@ def sensors(*cfgs: dict) -> list[SensorConfig]:
     return [SensorConfig.model_validate(c) for c in cfgs]
 
 
-SMOKE = {"name": "smoke-3f-stair", "meaning": "smoke", "point": "io-1/di_0", "zone": "3F", "fire_system": True}
+SMOKE = {
+    "name": "smoke-3f-stair",
+    "meaning": "smoke",
+    "point": "io-1/di_0",
+    "zone": "3F",
+    "fire_system": True,
+}
 
 
 async def test_smoke_alarm_once_and_clear_and_lane() -> None:
@@ -83,7 +89,9 @@ async def test_meter_use_rollover_and_backwards() -> None:
     rec = RecordingSink()
     s = SensorSink(
         rec,
-        sensors({"name": "m-101", "meaning": "meter", "point": "m/energy", "unit": "kWh", "rollover": 100000}),
+        sensors(
+            {"name": "m-101", "meaning": "meter", "point": "m/energy", "unit": "kWh", "rollover": 100000}
+        ),
     )
     for v in (99990.0, 99998.5, 3.5, 10.0, 2.0):
         await s.emit([reading("m/energy", v)])
@@ -117,3 +125,17 @@ def test_config_errors_name_the_problem() -> None:
         SensorConfig.model_validate({"name": "s", "meaning": "smoke", "point": "no-slash"})
     with pytest.raises(ValidationError, match="rollover"):
         SensorConfig.model_validate({"name": "s", "meaning": "smoke", "point": "a/b", "rollover": 10})
+
+
+async def test_life_safety_states_and_fault_quality() -> None:
+    rec = RecordingSink()
+    s = SensorSink(
+        rec,
+        sensors({"name": "sd-1", "meaning": "smoke", "point": "ahu/sd1", "active": ["alarm", "pre-alarm"]}),
+    )
+    await s.emit([reading("ahu/sd1", "quiet")])
+    await s.emit([reading("ahu/sd1", "pre-alarm")])
+    await s.emit([reading("ahu/sd1", "alarm")])  # still active: one alarm
+    await s.emit([reading("ahu/sd1", "alarm", quality="fault")])
+    kinds = [e.kind for e in rec.events if e.kind != "telemetry.point"]
+    assert kinds == ["smoke.clear", "smoke.alarm", "device.fault"]
