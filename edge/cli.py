@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from edge.clock import Clock
 from edge.config import load_gateway_config
@@ -59,11 +60,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from edge.fieldbus import read_device_status
     from edge.status import format_status, read_status
 
     cfg = _load(args.config)
     try:
         s = read_status(cfg.outbox_path, Clock(cfg.clock.synced))
+        s["devices"] = read_device_status(Path(cfg.data_dir))
     except FileNotFoundError as e:
         print(f"gatehouse gateway status: {e}", file=sys.stderr)
         return 1
@@ -73,5 +76,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     cfg = _load(args.file)
-    print(f"{args.file}: ok (gateway {cfg.gateway_id}, broker {cfg.mqtt.url}, {len(cfg.sources)} source(s))")
+    devices = len(cfg.bacnet)
+    print(
+        f"{args.file}: ok (gateway {cfg.gateway_id}, broker {cfg.mqtt.url}, {len(cfg.sources)} source(s), "
+        f"{devices} field device(s), {len(cfg.sensors)} sensor(s))"
+    )
     return 0

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.bacnet_config import BacnetDevice, BacnetLocal, check_devices
+from drivers.sensors import SensorConfig
 from protocols.configuration import ConfigError, read_config
 from protocols.topics import GATEWAY_ID_PATTERN
 
@@ -111,6 +113,28 @@ class GatewayConfig(BaseModel):
     uplink: UplinkSection = UplinkSection()
     clock: ClockSection = ClockSection()
     sources: list[SyntheticSource] = Field(default_factory=list)
+    # Field devices, one list per family, and what their points mean (drivers/sensors.py).
+    bacnet: list[BacnetDevice] = Field(default_factory=list)
+    bacnet_local: BacnetLocal = BacnetLocal()
+    sensors: list[SensorConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _points_exist(self) -> "GatewayConfig":
+        check_devices(self.bacnet, self.bacnet_local)
+        points = self.field_points()
+        seen: set[str] = set()
+        for i, s in enumerate(self.sensors):
+            if s.name in seen:
+                raise ValueError(f"sensors.{i}.name: {s.name!r} is used twice")
+            seen.add(s.name)
+            if s.point not in points:
+                raise ValueError(f"sensors.{i}.point: no configured device has the point {s.point!r}")
+        return self
+
+    def field_points(self) -> set[str]:
+        """Every ``device/point`` the configured drivers read."""
+        out = {f"{d.name}/{o.name}" for d in self.bacnet for o in d.objects}
+        return out
 
     @property
     def outbox_path(self) -> Path:

@@ -11,14 +11,18 @@ import logging
 import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
+from drivers.sensors import SensorSink
 from drivers.sim.synthetic import from_config
 from edge import systemd
 from edge.clock import Clock
 from edge.config import GatewayConfig
+from edge.fieldbus import DEVICES_FILE, build_drivers, publish_device_status, write_device_status
 from edge.outbox import Outbox
 from edge.uplink import Uplink
 from protocols.events import NewEvent
+from protocols.sink import EventSink
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +73,21 @@ class Gateway:
                     )
                 ]
             )
+            # Drivers emit through the sensors' meanings into the outbox: a smoke detector's
+            # reading becomes a smoke alarm on its way in.
+            sink: EventSink = outbox
+            if cfg.sensors:
+                sink = SensorSink(outbox, cfg.sensors, state_dir=Path(cfg.data_dir))
+            drivers = build_drivers(cfg, sink)
+            devices_file = Path(cfg.data_dir) / DEVICES_FILE
             async with asyncio.TaskGroup() as tg:
                 sources = [
-                    tg.create_task(from_config(outbox, s).run(), name=f"source-{i}")
+                    tg.create_task(from_config(sink, s).run(), name=f"source-{i}")
                     for i, s in enumerate(cfg.sources)
                 ]
+                sources += [tg.create_task(d.run(), name=f"driver-{f}") for f, d in drivers.items()]
+                if drivers:
+                    sources.append(tg.create_task(publish_device_status(devices_file, drivers)))
                 link = tg.create_task(uplink.run(), name="uplink")
                 watchdog = tg.create_task(self._watchdog(), name="watchdog")
                 systemd.notify("READY=1")
@@ -84,6 +98,8 @@ class Gateway:
                 for t in sources:
                     t.cancel()
                 await asyncio.gather(*sources, return_exceptions=True)
+                if drivers:
+                    write_device_status(devices_file, drivers)
                 await uplink.close()
                 link.cancel()
                 watchdog.cancel()

@@ -102,4 +102,13 @@ def format_status(gateway_id: str, s: dict[str, Any]) -> str:
         f"dead letters  {s['dead_letters']}"
         + "".join(f"\n              {n} × {r}" for r, n in s["dead_letter_reasons"].items()),
     ]
+    devices = s.get("devices")
+    if devices:
+        lines.append("devices")
+        for family, st in sorted(devices.items()):
+            for name, d in sorted(st.get("devices", {}).items()):
+                state = str(d.get("state", "?"))
+                since = _when(d.get("since_ms"))
+                flag = "" if state == "online" else "   <-- not answering" if state == "offline" else ""
+                lines.append(f"  {family:<8} {name:<24} {state:<8} since {since}{flag}")
     return "\n".join(lines)

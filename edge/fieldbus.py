@@ -1,0 +1,63 @@
+"""The gateway's field drivers: built from its config, run under its supervisor, and their device
+states written where ``gatehouse gateway status`` reads them.
+
+Driver modules are imported only when their family is configured: a gateway without BACnet
+devices never loads bacpypes3, one without Modbus never loads pymodbus (tens of MB on a Pi).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from edge.config import GatewayConfig
+from protocols.sink import EventSink
+
+log = logging.getLogger(__name__)
+
+DEVICES_FILE = "devices.json"
+
+
+class FieldDriver(Protocol):
+    async def run(self) -> None: ...
+
+    def status(self) -> dict[str, Any]:
+        """``{"counters": {...}, "devices": {name: {"state": ..., "since_ms": ..., ...}}}``"""
+        ...
+
+
+def build_drivers(cfg: GatewayConfig, sink: EventSink) -> dict[str, FieldDriver]:
+    drivers: dict[str, FieldDriver] = {}
+    if cfg.bacnet:
+        from drivers.bacnet import BacnetDriver
+
+        drivers["bacnet"] = BacnetDriver.from_config(cfg.bacnet, sink, cfg.bacnet_local)
+    return drivers
+
+
+def write_device_status(path: Path, drivers: dict[str, FieldDriver]) -> None:
+    doc = {family: d.status() for family, d in drivers.items()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, default=str))
+    os.replace(tmp, path)  # a reader never sees half a file
+
+
+async def publish_device_status(path: Path, drivers: dict[str, FieldDriver], every_s: float = 2.0) -> None:
+    """Keep ``devices.json`` current while the drivers run (read by ``gateway status``)."""
+    while True:
+        try:
+            write_device_status(path, drivers)
+        except OSError as e:  # a full disk must not stop the drivers; the outbox says the rest
+            log.warning("cannot write %s: %s", path, e)
+        await asyncio.sleep(every_s)
+
+
+def read_device_status(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((data_dir / DEVICES_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
