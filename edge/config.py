@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.bacnet_config import BacnetDevice, BacnetLocal, check_devices
+from drivers.readers.config import ReaderConfig, check_readers
 from drivers.sensors import SensorConfig
 from protocols.configuration import ConfigError, read_config
 from protocols.topics import GATEWAY_ID_PATTERN
@@ -116,11 +117,13 @@ class GatewayConfig(BaseModel):
     # Field devices, one list per family, and what their points mean (drivers/sensors.py).
     bacnet: list[BacnetDevice] = Field(default_factory=list)
     bacnet_local: BacnetLocal = BacnetLocal()
+    readers: list[ReaderConfig] = Field(default_factory=list)
     sensors: list[SensorConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _points_exist(self) -> "GatewayConfig":
         check_devices(self.bacnet, self.bacnet_local)
+        check_readers(self.readers)
         points = self.field_points()
         seen: set[str] = set()
         for i, s in enumerate(self.sensors):

@@ -36,6 +36,12 @@ def build_drivers(cfg: GatewayConfig, sink: EventSink) -> dict[str, FieldDriver]
         from drivers.bacnet import BacnetDriver
 
         drivers["bacnet"] = BacnetDriver.from_config(cfg.bacnet, sink, cfg.bacnet_local)
+    if cfg.readers:
+        from drivers.readers import ReaderSet
+
+        # Cards become reader.card events; the access decisions that answer them are the
+        # gateway's local logic (edge/access.py, its own issue) and plug in as on_card.
+        drivers["readers"] = ReaderSet(cfg.readers, sink)
     return drivers
 
 
