@@ -76,7 +76,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     cfg = _load(args.file)
-    devices = len(cfg.bacnet) + len(cfg.readers)
+    devices = len(cfg.modbus) + len(cfg.bacnet) + len(cfg.readers)
     print(
         f"{args.file}: ok (gateway {cfg.gateway_id}, broker {cfg.mqtt.url}, {len(cfg.sources)} source(s), "
         f"{devices} field device(s), {len(cfg.sensors)} sensor(s))"

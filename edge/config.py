@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.bacnet_config import BacnetDevice, BacnetLocal, check_devices
+from drivers.modbus_config import ModbusDeviceConfig
 from drivers.readers.config import ReaderConfig, check_readers
 from drivers.sensors import SensorConfig
 from protocols.configuration import ConfigError, read_config
@@ -115,6 +116,7 @@ class GatewayConfig(BaseModel):
     clock: ClockSection = ClockSection()
     sources: list[SyntheticSource] = Field(default_factory=list)
     # Field devices, one list per family, and what their points mean (drivers/sensors.py).
+    modbus: list[ModbusDeviceConfig] = Field(default_factory=list)
     bacnet: list[BacnetDevice] = Field(default_factory=list)
     bacnet_local: BacnetLocal = BacnetLocal()
     readers: list[ReaderConfig] = Field(default_factory=list)
@@ -124,6 +126,12 @@ class GatewayConfig(BaseModel):
     def _points_exist(self) -> "GatewayConfig":
         check_devices(self.bacnet, self.bacnet_local)
         check_readers(self.readers)
+        names = [d.name for d in self.modbus] + [d.name for d in self.bacnet] + [r.name for r in self.readers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"device names must be unique across modbus, bacnet and readers: {', '.join(dupes)}"
+            )
         points = self.field_points()
         seen: set[str] = set()
         for i, s in enumerate(self.sensors):
@@ -137,6 +145,7 @@ class GatewayConfig(BaseModel):
     def field_points(self) -> set[str]:
         """Every ``device/point`` the configured drivers read."""
         out = {f"{d.name}/{o.name}" for d in self.bacnet for o in d.objects}
+        out |= {f"{d.name}/{p.name}" for d in self.modbus for p in d.points}
         return out
 
     @property

@@ -32,6 +32,10 @@ class FieldDriver(Protocol):
 
 def build_drivers(cfg: GatewayConfig, sink: EventSink) -> dict[str, FieldDriver]:
     drivers: dict[str, FieldDriver] = {}
+    if cfg.modbus:
+        from drivers.modbus import ModbusDriver
+
+        drivers["modbus"] = ModbusDriver.from_config(cfg.modbus, sink)
     if cfg.bacnet:
         from drivers.bacnet import BacnetDriver
 
