@@ -2,8 +2,12 @@
 
 - the cloud (``gatehouse cloud serve``) on SQLite under ./var/demo/cloud, with the embedded MQTT
   broker on a non-standard loopback port (a Mosquitto may already hold 1883);
-- one real gateway process (``gatehouse gateway run``) registered with the cloud on first run and
-  fed by the simulated building of drivers/sim;
+- the simulated building (``gatehouse sim building``): Modbus meters, chiller, pump and I/O
+  modules, a BACnet air handler with duct smoke detectors, a Wiegand and an OSDP card reader, all
+  speaking their real protocols on loopback, with the demo scenario (drivers/sim/scenarios/demo.toml)
+  raising smoke, forcing a door and failing a device on a three-minute loop;
+- one real gateway process (``gatehouse gateway run``) registered with the cloud on first run,
+  reading the building through its drivers;
 - a status line every few seconds; Ctrl-C stops everything cleanly. A second run keeps the data.
 """
 
@@ -21,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "drivers" / "sim" / "scenarios" / "demo.toml"
 GATEWAY_ID = "hv-tower-gw1"
 SITE = "Harbour View Tower (海景大厦)"
 
@@ -34,13 +39,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-port", type=int, default=8080, help="cloud API port on 127.0.0.1 (default 8080)")
     p.add_argument("--broker-port", type=int, default=18830, help="embedded MQTT broker port (default 18830)")
     p.add_argument(
-        "--rate", type=float, default=20.0, help="simulated telemetry events per second (default 20)"
+        "--scenario",
+        default=str(DEMO_SCENARIO),
+        help="scenario file the building runs (default: the demo's own loop of smoke, a forced door, "
+        "a failed device, a bad card frame and a tampered reader)",
     )
     p.add_argument(
-        "--alarm-every",
+        "--rate",
         type=float,
-        default=45.0,
-        help="seconds between simulated smoke alarms (default 45; 0 = none)",
+        default=0.0,
+        help="extra synthetic telemetry events per second on top of the building (default 0)",
     )
     p.add_argument(
         "--duration",
@@ -65,20 +73,39 @@ def _write_cloud_config(path: Path, data: Path, args: argparse.Namespace) -> Non
     )
 
 
-def _write_gateway_config(path: Path, registered: dict, data: Path, args: argparse.Namespace) -> None:
-    mqtt = registered["mqtt"]
+def _write_gateway_config(
+    path: Path, password: str, data: Path, building: str, args: argparse.Namespace
+) -> None:
+    synthetic = ""
+    if args.rate > 0:
+        synthetic = (
+            f'[[sources]]\nkind = "synthetic"\nrate_per_s = {args.rate}\nbatch = 10\n'
+            "alarm_every_s = 0\naccess_every_s = 0\n\n"
+        )
     path.write_text(
-        "# Written by `gatehouse demo` from `gatehouse cloud gateway add`. "
-        "See config/gateway.example.toml for every key.\n"
-        f"gateway_id = {_q(registered['gateway_id'])}\n"
+        "# Written by `gatehouse demo` from `gatehouse cloud gateway add` and the simulated building.\n"
+        "# See config/gateway.example.toml for every key.\n"
+        f"gateway_id = {_q(GATEWAY_ID)}\n"
         f"data_dir = {_q(str(data / 'gateway'))}\n"
-        'config_version = "demo-1"\n\n'
-        f"[mqtt]\nurl = {_q(f'mqtt://127.0.0.1:{args.broker_port}')}\npassword = {_q(mqtt['password'])}\n\n"
-        '[[sources]]\nkind = "synthetic"\n'
-        f"rate_per_s = {args.rate}\nbatch = 10\nalarm_every_s = {args.alarm_every}\naccess_every_s = 6.0\n",
+        'config_version = "demo-2"\n\n'
+        f"[mqtt]\nurl = {_q(f'mqtt://127.0.0.1:{args.broker_port}')}\npassword = {_q(password)}\n\n"
+        + synthetic
+        + building,
         encoding="utf-8",
     )
     path.chmod(0o600)
+
+
+def _wait_file(path: Path, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise SystemExit(
+                f"gatehouse demo: {what} exited with status {proc.returncode}; see the log above"
+            )
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gatehouse demo: {what} did not start within {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -98,6 +125,36 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
     raise SystemExit(f"gatehouse demo: the cloud did not become healthy at {url} within {timeout:.0f}s")
 
 
+# What the demo prints as it happens: everything but routine readings.
+ROUTINE = {"telemetry.point", "meter.reading", "equipment.status", "door.lock_state"}
+
+
+def _describe(e: dict) -> str:
+    d = e.get("data", {})
+    when = str(e.get("reported_time", ""))[11:19]
+    detail = ", ".join(
+        f"{k}={d[k]}" for k in ("zone", "door", "card", "facility", "reason", "fault", "detail") if d.get(k)
+    )
+    return f"  {when}  {e['kind']:<22} {e['source']:<20} {detail}"[:160]
+
+
+def _new_events(api: str, token: str, after_id: int) -> tuple[list[dict], int]:
+    """Events the cloud stored since ``after_id`` that a person would want to see, oldest first."""
+    req = urllib.request.Request(
+        f"{api}/api/v1/events?gateway_id={GATEWAY_ID}&limit=200", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            items = json.load(r)["items"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return [], after_id
+    fresh = [e for e in items if e["id"] > after_id]
+    newest = max((e["id"] for e in items), default=after_id)
+    return sorted((e for e in fresh if e["kind"] not in ROUTINE), key=lambda e: e["id"]), max(
+        newest, after_id
+    )
+
+
 def _cloud_events(api: str, token: str) -> int | None:
     req = urllib.request.Request(f"{api}/api/v1/gateways", headers={"Authorization": f"Bearer {token}"})
     try:
@@ -111,6 +168,7 @@ def _cloud_events(api: str, token: str) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.clock import Clock
+    from edge.fieldbus import read_device_status
     from edge.status import read_status
 
     data = Path(args.data_dir).resolve()
@@ -125,9 +183,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"gatehouse demo: data in {data}", flush=True)
     cloud = subprocess.Popen([*exe, "cloud", "serve", "--config", str(cloud_toml)], env=env)
     gateway: subprocess.Popen | None = None
+    building: subprocess.Popen | None = None
     try:
         _wait_healthy(f"{api}/healthz", cloud)
-        if not gateway_toml.exists():
+        registration = data / "gateway-password"
+        if not registration.exists() and gateway_toml.exists():
+            # A data folder from an earlier demo: the gateway's password is in its old config.
+            registration.write_text(tomllib.loads(gateway_toml.read_text())["mqtt"]["password"])
+        if not registration.exists():
             out = subprocess.run(
                 [
                     *exe,
@@ -150,7 +213,27 @@ def run(args: argparse.Namespace) -> int:
             if out.returncode != 0:
                 print(out.stderr, file=sys.stderr)
                 raise SystemExit("gatehouse demo: could not register the demo gateway")
-            _write_gateway_config(gateway_toml, tomllib.loads(out.stdout), data, args)
+            registration.write_text(tomllib.loads(out.stdout)["mqtt"]["password"])
+            registration.chmod(0o600)
+        # The building's ports and pty paths are new on every run: it says how to reach it.
+        building_toml = data / "building.toml"
+        building_toml.unlink(missing_ok=True)
+        building = subprocess.Popen(
+            [
+                *exe,
+                "sim",
+                "building",
+                "--gateway-config-out",
+                str(building_toml),
+                "--scenario",
+                args.scenario,
+            ],
+            env=env,
+        )
+        _wait_file(building_toml, building, "the simulated building")
+        _write_gateway_config(
+            gateway_toml, registration.read_text().strip(), data, building_toml.read_text(), args
+        )
         gateway = subprocess.Popen([*exe, "gateway", "run", "--config", str(gateway_toml)], env=env)
         token = (data / "cloud" / "api-token").read_text().strip()
         print(
@@ -169,9 +252,10 @@ def run(args: argparse.Namespace) -> int:
         started = time.monotonic()
         gw_cfg = tomllib.loads(gateway_toml.read_text())
         outbox = Path(gw_cfg["data_dir"]) / "outbox.sqlite3"
+        _, last_id = _new_events(api, token, 0)  # from now on: not a replay of earlier runs
         while args.duration <= 0 or time.monotonic() - started < args.duration:
             time.sleep(5)
-            if cloud.poll() is not None or gateway.poll() is not None:
+            if cloud.poll() is not None or gateway.poll() is not None or building.poll() is not None:
                 print("gatehouse demo: a process exited; stopping", file=sys.stderr)
                 return 1
             try:
@@ -179,8 +263,14 @@ def run(args: argparse.Namespace) -> int:
             except Exception:  # the gateway is still creating its store
                 continue
             held = _cloud_events(api, token)
+            fresh, last_id = _new_events(api, token, last_id)
+            for e in fresh:
+                print(_describe(e), flush=True)
+            devices = read_device_status(outbox.parent) or {}
+            states = [d.get("state") for f in devices.values() for d in f.get("devices", {}).values()]
+            online = f"devices {states.count('online')}/{len(states)} online, " if states else ""
             print(
-                f"[demo] gateway {GATEWAY_ID}: accepted {s['counters']['accepted_total']}, "
+                f"[demo] gateway {GATEWAY_ID}: {online}accepted {s['counters']['accepted_total']}, "
                 f"backlog {s['backlog_total']}, acked {s['counters']['acked_total']}, "
                 f"uplink {'up' if s['uplink_connected'] else 'DOWN'} | cloud holds "
                 f"{'?' if held is None else held} events",
@@ -191,7 +281,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         print("gatehouse demo: stopping", flush=True)
-        for proc in (gateway, cloud):  # the gateway first, so it can say goodbye to the broker
+        # The gateway first, so it can say goodbye to the broker; the building after it, so the
+        # gateway does not report its devices going offline on the way out.
+        for proc in (gateway, building, cloud):
             if proc and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
