@@ -235,7 +235,7 @@ class Cloud:
 
     def events(self, gateway_id: str) -> list[dict[str, Any]]:
         sql = (
-            "SELECT store_id, seq, kind, lane, reported_time, received_time, data FROM events "
+            "SELECT store_id, seq, kind, lane, reported_time, received_time, data, source FROM events "
             "WHERE gateway_id = {p} ORDER BY id"
         )
         if not self.db_url:
@@ -247,7 +247,7 @@ class Cloud:
         else:
             rows = asyncio.run(_pg_fetch(self.db_url, sql.format(p="$1"), gateway_id))
         out = []
-        for store_id, seq, kind, lane, reported, received, data in rows:
+        for store_id, seq, kind, lane, reported, received, data, source in rows:
             if isinstance(data, str | bytes):
                 data = orjson.loads(data)
             out.append(
@@ -259,6 +259,7 @@ class Cloud:
                     "reported": reported,
                     "received": received,
                     "data": data,
+                    "source": source,
                 }
             )
         return out
