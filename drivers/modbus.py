@@ -59,7 +59,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import DeviceLiveness, FireSystemWriteRefused, Online, Reading, emit_fault
+from drivers.base import DeviceLiveness, FireSystemWriteRefused, Online, emit_fault, point_event
 from drivers.modbus_codec import BlockDecoder, Codec
 from drivers.modbus_config import (  # noqa: F401 - re-exported
     FAMILY,
@@ -251,11 +251,23 @@ _Link = _TcpLink | _SharedBusLink
 class _Point:
     """A point's runtime state: its codec and what was last reported."""
 
-    __slots__ = ("bad", "cfg", "codec", "deadband", "heartbeat_s", "last", "last_sent", "name", "unit")
+    __slots__ = (
+        "bad",
+        "cfg",
+        "codec",
+        "deadband",
+        "heartbeat_s",
+        "last",
+        "last_sent",
+        "name",
+        "source",
+        "unit",
+    )
 
-    def __init__(self, cfg: ModbusPointConfig) -> None:
+    def __init__(self, cfg: ModbusPointConfig, device: str) -> None:
         self.cfg = cfg
         self.name = cfg.name
+        self.source = f"{device}/{cfg.name}"  # the events' source, made once
         self.unit = cfg.unit
         self.codec = Codec(cfg.type, cfg.word_order, cfg.byte_order, cfg.scale, cfg.offset)
         self.deadband = cfg.deadband
@@ -316,7 +328,7 @@ class ModbusDevice:
         self.link = link
         self.observer = observer
         self.unit = cfg.unit
-        self.points = [_Point(p) for p in cfg.points]
+        self.points = [_Point(p, cfg.name) for p in cfg.points]
         self.by_name = {p.name: p for p in self.points}
         self.groups = [_Group(g.poll_ms, g.poll_ms / 1000, g.blocks) for g in cfg.plan()]
         self.decoders: dict[Block, BlockDecoder] = {
@@ -505,7 +517,7 @@ class ModbusDevice:
                     if not p.heartbeat_s or now - p.last_sent < p.heartbeat_s:
                         continue
                     beat = True
-            events.append(Reading(self.name, p.name, value, read_ms, p.unit).event())
+            events.append(point_event(p.source, value, read_ms, p.unit))
             updates.append((p, value, beat))
 
     async def _read(self, block: Block, attempts: int) -> tuple[Sequence[Any], int] | _Failure:

@@ -85,7 +85,17 @@ class NewEvent:
     lane: Lane | None = None  # override; normally derived from the kind
 
     def __post_init__(self) -> None:
-        if not valid_kind(self.kind):
-            raise ValueError(f"invalid event kind {self.kind!r}: dotted lower-case name expected")
+        # Drivers make tens of thousands of these a second from a handful of kinds: a kind is
+        # checked (and its lane found) once, then looked up.
+        lane = _CHECKED_KINDS.get(self.kind)
+        if lane is None:
+            if not valid_kind(self.kind):
+                raise ValueError(f"invalid event kind {self.kind!r}: dotted lower-case name expected")
+            lane = lane_of(self.kind)
+            if len(_CHECKED_KINDS) < 4096:
+                _CHECKED_KINDS[self.kind] = lane
         if self.lane is None:
-            self.lane = lane_of(self.kind)
+            self.lane = lane
+
+
+_CHECKED_KINDS: dict[str, Lane] = {}
