@@ -18,11 +18,15 @@ The rules of the sync contract, as this module keeps them:
 - A full queue drops the message (counted): the gateway resends what was not acked.
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,6 +83,10 @@ class _Message:
         self.problem, self.detail = reason, detail
 
 
+# Where alarms are consumed: on the main loop, on a thread of their own, or (the thread's worker)
+# nothing but alarms.
+AlarmPlacement = Literal["loop", "thread", "only"]
+
 # How long ingest trusts that a gateway is registered before asking the database again.
 KNOWN_GATEWAY_TTL_S = 30.0
 
@@ -105,9 +113,15 @@ class Ingest:
         queue_messages: int = DEFAULT_QUEUE_MESSAGES,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
+        alarms: AlarmPlacement | None = None,
+        _ack_link: MqttLink | None = None,
     ) -> None:
         self._sessions = sessions
         sqlite = is_sqlite(database_url(config))
+        # PostgreSQL: alarms on their own thread, loop and connection (see _AlarmThread). SQLite
+        # has one writer whatever the threads do; there the loop's urgent-first write gate is
+        # what lets an alarm in between two batches.
+        self._alarms_at: AlarmPlacement = alarms or ("loop" if sqlite else "thread")
         self._max_batch_events = config.ingest.max_batch_events or (2000 if sqlite else 5000)
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
@@ -136,16 +150,24 @@ class Ingest:
             password=password if password is not None else mqtt_password(config),
             ca_file=mqtt.ca_file,
         )
-        self._main = MqttLink(
-            "ingest",
-            settings,
-            [
-                *self._filters(Channel.EVENTS, mqtt.share_group),
-                *self._filters(Channel.STATE),
-                *self._filters(Channel.CMD_RESULT),
-            ],
-            self._route_main,
-        )
+        if _ack_link is not None:
+            # The alarms-only worker of _AlarmThread: it publishes its acks through the main
+            # session (paho's publish is thread-safe), as the gateways expect them there.
+            self._main = _ack_link
+        else:
+            self._main = MqttLink(
+                "ingest",
+                settings,
+                [
+                    *self._filters(Channel.EVENTS, mqtt.share_group),
+                    *self._filters(Channel.STATE),
+                    *self._filters(Channel.CMD_RESULT),
+                ],
+                self._route_main,
+            )
+        self._config = config
+        self._password = settings.password
+        self._alarm_thread: _AlarmThread | None = None
         alarm_settings = LinkSettings(
             settings.address,
             f"{mqtt.client_id}-alarms",
@@ -169,13 +191,19 @@ class Ingest:
 
     async def wait_ready(self) -> None:
         """Until both sessions are connected and subscribed."""
-        await self._main.subscribed.wait()
-        await self._alarm_link.subscribed.wait()
+        if self._alarms_at != "only":
+            await self._main.subscribed.wait()
+        if self._alarm_thread is not None:
+            await asyncio.to_thread(self._alarm_thread.ready.wait)
+        else:
+            await self._alarm_link.subscribed.wait()
 
     def stop(self) -> None:
         """Ask ``run`` to finish: the transaction in progress completes (and is acked), the rest
         stays unacked for the gateways to resend. Call from the event loop's thread."""
         self._stopping.set()
+        if self._alarm_thread is not None:
+            self._alarm_thread.stop()
         for queue, waiting in (
             (self._events, 1),
             (self._alarms, 1),
@@ -189,8 +217,15 @@ class Ingest:
                     break  # a full queue's consumers are not waiting, and see the flag next round
 
     async def run(self) -> None:
+        if self._alarms_at == "only":
+            await self._run_alarms_only()
+            return
         self._main.start()
-        self._alarm_link.start()
+        if self._alarms_at == "thread":
+            self._alarm_thread = _AlarmThread(self._config, self._password, self._main)
+            self._alarm_thread.start()
+        else:
+            self._alarm_link.start()
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._decode_events(), name="ingest-decode")
@@ -198,12 +233,36 @@ class Ingest:
                     tasks.create_task(
                         self._consume_batches(self._decoded, group=True), name=f"ingest-events-{n}"
                     )
-                tasks.create_task(
-                    self._consume_batches(self._alarms, group=False, urgent=True), name="ingest-alarms"
-                )
+                if self._alarm_thread is not None:
+                    tasks.create_task(self._watch_alarm_thread(self._alarm_thread), name="ingest-alarms")
+                else:
+                    tasks.create_task(
+                        self._consume_batches(self._alarms, group=True, urgent=True), name="ingest-alarms"
+                    )
                 tasks.create_task(self._consume_control(), name="ingest-control")
         finally:
-            await asyncio.gather(self._main.stop(), self._alarm_link.stop())
+            if self._alarm_thread is not None:
+                self._alarm_thread.stop()
+                await asyncio.to_thread(self._alarm_thread.join)
+            await asyncio.gather(
+                self._main.stop(), *(() if self._alarm_thread is not None else (self._alarm_link.stop(),))
+            )
+
+    async def _run_alarms_only(self) -> None:
+        self._alarm_link.start()
+        try:
+            # Alarms that arrived while the last one was being stored go in together: one
+            # transaction for a burst, rather than a queue of them each waiting for the last.
+            await self._consume_batches(self._alarms, group=True, urgent=True)
+        finally:
+            await self._alarm_link.stop()
+
+    async def _watch_alarm_thread(self, thread: _AlarmThread) -> None:
+        await asyncio.to_thread(thread.join)
+        if not self._stopping.is_set():
+            # Alarms must never go unread while events flow: end ingest, and with it the
+            # process, so that its supervisor restarts the whole of it.
+            raise RuntimeError(f"the alarms worker ended: {thread.failure!r}")
 
     # -- on the loop, fed by paho's threads
 
@@ -547,6 +606,77 @@ class Ingest:
         if self._outage_since is not None:
             log.info("ingest: database back after %.1f s; carrying on", time.monotonic() - self._outage_since)
             self._outage_since = None
+
+
+class _AlarmThread:
+    """The alarms subscription on a thread of its own, with its own event loop and database
+    connection: an alarm's decode, insert and commit never wait for the main loop, which spends
+    milliseconds at a time decoding batches and copying them into PostgreSQL. The interpreter's
+    short switch interval (server._short_gil_slices) lets this thread in within half a
+    millisecond of an alarm's arrival."""
+
+    def __init__(self, config: CloudConfig, password: str, ack_link: MqttLink) -> None:
+        self._config = config
+        self._password = password
+        self._ack_link = ack_link
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: Ingest | None = None
+        self._stop_requested = threading.Event()
+        self.ready = threading.Event()  # subscribed once
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ingest-alarms", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        loop, worker = self._loop, self._worker
+        if loop is not None and worker is not None:
+            try:
+                loop.call_soon_threadsafe(worker.stop)
+            except RuntimeError:  # its loop already closed: the thread is ending anyway
+                pass
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:
+            self.failure = e
+            log.exception("ingest: the alarms worker failed")
+
+    async def _main(self) -> None:
+        from cloud.db import create_engine, session_factory
+
+        self._loop = asyncio.get_running_loop()
+        engine = create_engine(
+            database_url(self._config), command_timeout_s=self._config.database.command_timeout_s
+        )
+        try:
+            worker = Ingest(
+                self._config,
+                session_factory(engine),
+                password=self._password,
+                alarms="only",
+                _ack_link=self._ack_link,
+            )
+            self._worker = worker
+            if self._stop_requested.is_set():
+                worker.stop()
+            ready = asyncio.create_task(self._signal_ready(worker))
+            try:
+                await worker.run()
+            finally:
+                ready.cancel()
+        finally:
+            await engine.dispose()
+
+    async def _signal_ready(self, worker: Ingest) -> None:
+        await worker._alarm_link.subscribed.wait()
+        self.ready.set()
 
 
 def _chunks(ranges: Ranges) -> list[Ranges]:
