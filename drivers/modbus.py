@@ -525,7 +525,15 @@ class ModbusDevice:
         method = _READERS[block.table]
         start, count, unit = block.start, block.count, self.unit
 
+        sent_ms = 0
+
         def op(client: ModbusBaseClient) -> Awaitable[ModbusPDU]:
+            # The reading's time is when the request went out (after any wait for the bus): the
+            # device samples its registers between that and its reply, and a reply handled late by
+            # a busy loop (or one taking 270 ms to cross a 9,600-baud line) must not make a value
+            # look newer than it is.
+            nonlocal sent_ms
+            sent_ms = time.time_ns() // 1_000_000
             return getattr(client, method)(start, count=count, device_id=unit)
 
         failure = _Failure("timeout")
@@ -549,7 +557,7 @@ class ModbusDevice:
                 self.counters.exceptions += 1
                 failure = _Failure("exception", int(getattr(rsp, "exception_code", 0) or 0))
                 continue
-            read_ms = time.time_ns() // 1_000_000
+            read_ms = sent_ms
             data = rsp.bits if block.table in BIT_TABLES else rsp.registers
             if len(data) < count:
                 failure = _Failure("exception", 0, f"short reply: {len(data)} of {count}")
