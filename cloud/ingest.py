@@ -117,7 +117,13 @@ class Ingest:
         _ack_link: MqttLink | None = None,
     ) -> None:
         self._sessions = sessions
-        sqlite = is_sqlite(database_url(config))
+        # The database these sessions are bound to (normally the config's; a test's may differ):
+        # it decides the backend's tactics, and the alarms thread opens its own engine on it.
+        bind = sessions.kw.get("bind")
+        self._database_url = (
+            bind.url.render_as_string(hide_password=False) if bind is not None else database_url(config)
+        )
+        sqlite = is_sqlite(self._database_url)
         # PostgreSQL: alarms on their own thread, loop and connection (see _AlarmThread). SQLite
         # has one writer whatever the threads do; there the loop's urgent-first write gate is
         # what lets an alarm in between two batches.
@@ -222,7 +228,7 @@ class Ingest:
             return
         self._main.start()
         if self._alarms_at == "thread":
-            self._alarm_thread = _AlarmThread(self._config, self._password, self._main)
+            self._alarm_thread = _AlarmThread(self._config, self._database_url, self._password, self._main)
             self._alarm_thread.start()
         else:
             self._alarm_link.start()
@@ -615,8 +621,9 @@ class _AlarmThread:
     short switch interval (server._short_gil_slices) lets this thread in within half a
     millisecond of an alarm's arrival."""
 
-    def __init__(self, config: CloudConfig, password: str, ack_link: MqttLink) -> None:
+    def __init__(self, config: CloudConfig, database_url: str, password: str, ack_link: MqttLink) -> None:
         self._config = config
+        self._database_url = database_url
         self._password = password
         self._ack_link = ack_link
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -652,9 +659,7 @@ class _AlarmThread:
         from cloud.db import create_engine, session_factory
 
         self._loop = asyncio.get_running_loop()
-        engine = create_engine(
-            database_url(self._config), command_timeout_s=self._config.database.command_timeout_s
-        )
+        engine = create_engine(self._database_url, command_timeout_s=self._config.database.command_timeout_s)
         try:
             worker = Ingest(
                 self._config,

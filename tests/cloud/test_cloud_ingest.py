@@ -316,6 +316,10 @@ async def test_postgres_gone_means_no_ack_until_it_is_back(
         )
         try:
             config = ingest_config(broker, tmp_path)
+            # The alarms thread's own engine times out as fast as the test's.
+            config = config.model_copy(
+                update={"database": config.database.model_copy(update={"command_timeout_s": 1.0})}
+            )
             async with (
                 running(config, session_factory(engine), retry_max_s=0.2),
                 gateway(broker, gw) as client,
@@ -324,16 +328,22 @@ async def test_postgres_gone_means_no_ack_until_it_is_back(
                 assert await client.next_reply(0) == Ack(store_id=store, ranges=[(1, 3)])
                 getattr(proxy, fault)()
                 client.send(store, make_events(4, 3))
+                # An alarm in the outage: its own thread and connection wait it out too.
+                client.send(store, make_events(7, 1, kind="fire.alarm"), channel=Channel.ALARMS)
                 await wait_for(
-                    lambda: metric("gatehouse_ingest_db_errors_total") >= errors_before + 1,
-                    what="ingest to fail on the unreachable database",
+                    lambda: metric("gatehouse_ingest_db_errors_total") >= errors_before + 2,
+                    what="ingest and the alarms thread to fail on the unreachable database",
                 )
-                assert len(client.snapshot()) == 1  # the second batch is not acked
+                assert len(client.snapshot()) == 1  # neither the batch nor the alarm is acked
                 proxy.restore()
-                assert await client.next_reply(1) == Ack(store_id=store, ranges=[(4, 6)])
+                replies = [await client.next_reply(1), await client.next_reply(2)]
+                assert sorted(replies, key=lambda r: r.ranges[0]) == [
+                    Ack(store_id=store, ranges=[(4, 6)]),
+                    Ack(store_id=store, ranges=[(7, 7)]),
+                ]
         finally:
             await engine.dispose()
-    assert await stored(pg.sessions, gw) == 6
+    assert await stored(pg.sessions, gw) == 7
 
 
 async def test_ingest_survives_broker_restart_and_keeps_its_session(sqlite_url: str, tmp_path: Path) -> None:
