@@ -266,9 +266,16 @@ async def test_exception_reply_is_retried_then_offline_then_back() -> None:
             assert drv.device("chiller-1").counters.exceptions >= 2
             dev.recover()
             await until(lambda: len(sink.of_kind("device.online")) == 2, what="back online")
-            # after its return the value is reported afresh, with a read time after the return
-            back = sink.of_kind("device.online")[1]
-            await until(lambda: readings(sink)[-1].time_ms >= back.time_ms)  # type: ignore[operator]
+            # after its return the value is reported afresh (it did not change), read after the
+            # device went offline: a read time is when the request went out, so it may precede
+            # the online event by the reply's round trip, never the outage
+            after = sink.events.index(sink.of_kind("device.online")[1])
+            await until(
+                lambda: any(e.kind == "telemetry.point" for e in sink.events[after:]), what="a fresh reading"
+            )
+            fresh = next(e for e in sink.events[after:] if e.kind == "telemetry.point")
+            assert fresh.time_ms is not None and off.time_ms is not None
+            assert fresh.time_ms >= off.time_ms
 
 
 async def test_illegal_address_faults_the_block_not_the_device() -> None:
