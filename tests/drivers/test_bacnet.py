@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ from drivers.base import FireSystemWriteRefused, RecordingSink
 from drivers.sim.bacnet_device import AIR_HANDLER, BacnetDeviceSim
 from protocols.configuration import ConfigError
 from protocols.events import NewEvent
+from tests.support.waits import until as wait_until
 
 GATEWAY_HOST = "127.0.0.1"
 FIRE = {"life-safety-point", "life-safety-zone"}
@@ -31,19 +32,6 @@ def free_udp_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-async def wait_until(predicate: Callable[[], Any], what: str, within: float = 5.0) -> Any:
-    """The predicate's first truthy value, or a failure naming ``what`` after ``within`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if loop.time() >= deadline:
-            pytest.fail(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def device_config(sim: BacnetDeviceSim, **kw: Any) -> BacnetDevice:

@@ -37,18 +37,9 @@ from drivers.sim.modbus_server import (
 )
 from protocols.configuration import ConfigError, parse_config
 from protocols.events import NewEvent
+from tests.support.waits import until
 
 FAST = {"timeout_s": 0.25, "retries": 1, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
-
-
-async def until(cond: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    """Return as soon as ``cond()`` holds; fail the test if it does not within ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def device_cfg(dev: SimModbusDevice, points: Iterable[dict[str, Any]], **kw: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import osdp
@@ -16,19 +16,10 @@ from drivers.readers.config import ReaderConfig
 from drivers.readers.osdp import OsdpBus, OsdpReader
 from drivers.readers.wiegand import FORMATS
 from drivers.sim.readers import OsdpReaderSim, PtyLine
+from tests.support.waits import until
 
 KEY = "8f4e2c1a9b7d6e5f0a1b2c3d4e5f6071"
 OTHER_KEY = "00112233445566778899aabbccddeeff"
-
-
-async def until(cond: Callable[[], bool], what: str, within_s: float = 10.0) -> None:
-    """Wait (bounded) for a condition the test needs; fail naming it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

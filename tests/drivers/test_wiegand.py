@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -28,6 +28,7 @@ from drivers.readers.wiegand import (
     formats_by_bits,
 )
 from drivers.sim.readers import WiegandConverterSim
+from tests.support.waits import until
 
 ALLOWED = formats_by_bits(DEFAULT_FORMATS)
 # H10301, facility 1, card 12345, worked out by hand: P | 00000001 | 0011000000111001 | P, where the
@@ -37,16 +38,6 @@ H10301_1_12345 = "1" + "00000001" + "0011000000111001" + "1"
 
 def flip(bits: str, i: int) -> str:
     return bits[:i] + ("0" if bits[i] == "1" else "1") + bits[i + 1 :]
-
-
-async def until(cond: Callable[[], bool], what: str, within_s: float = 10.0) -> None:
-    """Wait (bounded) for a condition the test needs; fail naming it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------------------- formats
