@@ -62,11 +62,58 @@ def test_config_error_names_file_key_and_problem_and_exits_2(tmp_path):
         ["cloud", "ingest"],
         ["cloud", "migrate"],
         ["cloud", "gateway", "add"],
+        ["sim", "building"],
+        ["sim", "list"],
     ],
 )
 def test_every_command_has_help(argv):
     r = subprocess.run([*GATEHOUSE, *argv, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage:" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        (
+            '[[modbus]]\nname = "m1"\nhost = "10.0.0.1"\n[[modbus.points]]\nname = "p"\n'
+            'table = "holding_register"\naddress = 0\ntype = "float64"\n',
+            "modbus.0.points.0.type",
+        ),
+        (
+            '[[modbus]]\nname = "m1"\nhost = "10.0.0.1"\n[[modbus.points]]\nname = "s"\n'
+            'table = "coil"\naddress = 0\nfire_system = true\nwritable = true\n',
+            "never writable",
+        ),
+        (
+            '[[bacnet]]\nname = "ahu"\naddress = "10.0.0.2"\ndevice_instance = 1\n[[bacnet.objects]]\n'
+            'name = "t"\ntype = "analog-input"\ninstance = 1\ncov_lifetme_s = 3\n',
+            "bacnet.0.objects.0.cov_lifetme_s: unknown key",
+        ),
+        (
+            '[[readers]]\nname = "r"\nport = "/dev/ttyS0"\nprotocol = "osdp"\naddress = 1\nscbk = "xyz"\n',
+            "readers.0",
+        ),
+        (
+            '[[sensors]]\nname = "smoke-1"\nmeaning = "smoke"\npoint = "io-9/smoke_1"\n',
+            "no configured device has the point 'io-9/smoke_1'",
+        ),
+    ],
+)
+def test_driver_config_errors_name_the_key(tmp_path, section, where):
+    bad = tmp_path / "gw.toml"
+    bad.write_text('gateway_id = "gw-1"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n' + section)
+    r = subprocess.run([*GATEHOUSE, "gateway", "check-config", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout
+    assert r.stderr.startswith(f"{bad}: ") and where in r.stderr and "\n" not in r.stderr.strip()
+
+
+def test_a_gateway_without_field_devices_loads_no_driver_library():
+    code = (
+        "import sys, edge.gateway, edge.cli, edge.config, edge.fieldbus\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in {'pymodbus', 'bacpypes3', 'osdp', 'serial'}]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_edge_extra_brings_no_web_framework_or_orm():
