@@ -305,7 +305,9 @@ class _DeviceSession:
                 await self._serve()
             except Unreachable as e:
                 self._drop_routes()
-                await self.liveness.failed(str(e), address=self.cfg.address)
+                await self.liveness.failed(
+                    str(e), address=self.cfg.address, stale=[p.cfg.name for p in self.points]
+                )
                 await asyncio.sleep(self.backoff)
                 self.backoff = min(self.backoff * 2, self.cfg.backoff_max_s)
             except (Exception, ErrorRejectAbortNack) as e:  # nothing unexpected ends this device's loop

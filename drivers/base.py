@@ -14,7 +14,8 @@ the gateway's local rules read:
 - ``device.online`` / ``device.offline``: source ``<device>``; data ``{"family", "reason", ...}``.
   These are the per-device birth and death (as Sparkplug has them): the cloud tells "gateway
   offline" (the gateway's own death on ``state``) from "device offline" (this event), and treats
-  the points of an offline device as stale until it is back.
+  the points of an offline device as stale until it is back (``device.offline`` lists them in
+  ``stale``, where the driver knows its points).
 - ``device.fault``: source ``<device>`` or ``<device>/<point>``; data ``{"family", "fault",
   "detail"}``: something the device did wrong that a technician should hear about (a bad frame,
   an exception reply, a refused subscription, tamper).

@@ -577,12 +577,15 @@ class ModbusDevice:
 
     async def _went_offline(self, failure: _Failure) -> None:
         self.link.close()  # a half-open connection must not outlive the device's silence
+        stale = [p.name for p in self.points if p.last is not None]
         for p in self.points:
             p.last = None  # the first values after its return are all reported
         if failure.kind == "exception":
             self.counters.faults += 1
             await emit_fault(self.sink, self.name, FAMILY, "exception", failure.reason)
-        await self.liveness.failed(failure.reason, unit=self.unit, detail=failure.detail[:200])
+        # The death names the points whose last values are stale from now on, so the cloud marks
+        # them so without a flood of per-point events.
+        await self.liveness.failed(failure.reason, unit=self.unit, detail=failure.detail[:200], stale=stale)
 
     # ------------------------------------------------------------ writes
 

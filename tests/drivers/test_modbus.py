@@ -251,6 +251,7 @@ async def test_exception_reply_is_retried_then_offline_then_back() -> None:
             await until(lambda: len(sink.of_kind("device.offline")) == 1, what="offline")
             off = sink.of_kind("device.offline")[0]
             assert off.source == "chiller-1" and off.data["reason"] == "exception 0x06 (server device busy)"
+            assert off.data["stale"] == ["chw_supply_temp"]  # its last value is stale from now on
             assert any(e.data["fault"] == "exception" for e in sink.of_kind("device.fault"))
             # the failing read was tried retries + 1 = 2 times before the device was given up
             assert dev.requests(4) - before >= 2
