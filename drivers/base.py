@@ -68,7 +68,10 @@ def point_event(source: str, value: Value, read_ms: int, unit: str = "", quality
     data: dict[str, Any] = {"value": value, "quality": quality}
     if unit:
         data["unit"] = unit
-    return NewEvent("telemetry.point", source, data, read_ms, Lane.TELEMETRY)
+    return NewEvent("telemetry.point", source, data, read_ms, _TELEMETRY)
+
+
+_TELEMETRY = Lane.TELEMETRY  # an enum member looked up once, not per reading
 
 
 class Online(StrEnum):

@@ -18,8 +18,8 @@ integer point stays an int, so a counter is reported exactly.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
-from typing import cast
 
 from pymodbus.client.mixin import ModbusClientMixin
 
@@ -108,49 +108,75 @@ class Codec:
         return swap_bytes(regs) if self._swap else regs
 
 
-class BlockDecoder:
-    """Decodes every register point of one block with one pymodbus call per layout.
+_STRUCT_CODE = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
 
-    pymodbus converts a list of registers into a list of values in one call; per call it pays a
-    fixed cost (type checks, enum lookups) that dominates for a single value. Points of one
-    layout (type, word order, byte order) are gathered into one list and converted together:
-    about a third of the cost per value, and still pymodbus doing the conversion.
+
+class BlockDecoder:
+    """Decodes every register point of one block with a handful of ``struct`` calls.
+
+    The block's registers are packed into bytes once, as they came off the wire (and once more
+    with each register's two bytes exchanged, if any point needs that); each of the four layouts
+    of a 32-bit value is then a plain big- or little-endian read of one of those two buffers:
+
+        ABCD (big, big)       big-endian read of the wire bytes
+        DCBA (little, little) little-endian read of the wire bytes
+        BADC (big, little)    big-endian read of the byte-swapped registers
+        CDAB (little, big)    little-endian read of the byte-swapped registers
+
+    All points read the same way go into one precompiled ``struct.Struct`` whose format skips the
+    bytes between them, so a block costs one C call per layout present, not one per point: at
+    50,000 values a second on a Raspberry Pi that is the difference that matters. The per-point
+    ``Codec`` (pymodbus's conversion) remains the reference: the tests decode every type and order
+    both ways against the simulator, which encodes with pymodbus.
     """
 
-    __slots__ = ("_groups",)
+    __slots__ = ("_needs_swap", "_reads")
 
     def __init__(self, members: Sequence[tuple[int, int, Codec]]) -> None:
-        by_layout: dict[tuple[str, Order, bool], list[tuple[int, int, Codec]]] = {}
+        # (buffer: 0 wire / 1 swapped, endianness) -> [(byte offset, code, key, scaled, scale, offset)]
+        plans: dict[tuple[int, str], list[tuple[int, str, int, bool, float, float]]] = {}
         for key, at, codec in members:
             if codec._datatype is None:
                 raise ValueError("BlockDecoder is for register points")
-            by_layout.setdefault((codec.type, codec._word_order, codec._swap), []).append((key, at, codec))
-        self._groups = [
-            (
-                DATATYPES[typ],
-                word_order,
-                swap,
-                WIDTH[typ],
-                [m[1] for m in ms],
-                [(m[0], m[2]._scaled, m[2].scale, m[2].offset) for m in ms],
-            )
-            for (typ, word_order, swap), ms in by_layout.items()
-        ]
+            code = _STRUCT_CODE[codec.type]
+            if codec.width == 1:
+                # One register: only the byte order matters.
+                layout = (0, "<" if codec._swap else ">")
+            else:
+                swapped = codec._swap != (codec._word_order == "little")  # BADC or CDAB
+                layout = (1 if swapped else 0, "<" if codec._word_order == "little" else ">")
+            plans.setdefault(layout, []).append((2 * at, code, key, codec._scaled, codec.scale, codec.offset))
+        reads = []
+        for (buffer, endian), fields in plans.items():
+            fields.sort()
+            # A struct reads forwards: two points on the same registers (one register, two
+            # scalings) go into separate reads.
+            runs: list[tuple[list[str], list[int], list[tuple[int, bool, float, float]]]] = []
+            for byte_at, code, key, scaled, scale, offset in fields:
+                run = next((r for r in runs if r[1][0] <= byte_at), None)
+                if run is None:
+                    run = ([endian], [0], [])
+                    runs.append(run)
+                fmt, pos, targets = run
+                if byte_at > pos[0]:
+                    fmt.append(f"{byte_at - pos[0]}x")
+                fmt.append(code)
+                pos[0] = byte_at + struct.calcsize(code)
+                targets.append((key, scaled, scale, offset))
+            reads += [(buffer, struct.Struct("".join(fmt)), targets) for fmt, _, targets in runs]
+        self._reads = reads
+        self._needs_swap = any(buffer == 1 for buffer, _, _ in reads)
 
     def decode(self, registers: Sequence[int]) -> list[tuple[int, int | float]]:
         """(key, value) for every member, grouped by layout."""
+        n = len(registers)
+        buffers = [struct.pack(f">{n}H", *registers), b""]
+        if self._needs_swap:
+            buffers[1] = struct.pack(f"<{n}H", *registers)
         out: list[tuple[int, int | float]] = []
-        for datatype, word_order, swap, width, offsets, targets in self._groups:
-            if width == 1:
-                regs = [registers[at] for at in offsets]
-            else:
-                regs = []
-                for at in offsets:
-                    regs.extend(registers[at : at + width])
-            if swap:
-                regs = swap_bytes(regs)
-            raw = _from_registers(regs, datatype, word_order=word_order)
-            values = cast(list[int | float], raw if isinstance(raw, list) else [raw])
-            for (key, scaled, scale, offset), v in zip(targets, values, strict=True):
+        for buffer, reader, targets in self._reads:
+            for (key, scaled, scale, offset), v in zip(
+                targets, reader.unpack_from(buffers[buffer]), strict=True
+            ):
                 out.append((key, v * scale + offset if scaled else v))
         return out

@@ -339,7 +339,7 @@ class Outbox:
 
         added = {lane: 0 for lane in Lane}
         for r in rows:
-            added[Lane(r[1])] += r[3]
+            added[r[1]] += r[3]  # type: ignore[index]  # an IntEnum key is found by its int: no Lane() per row
         async with self._lock:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
