@@ -139,6 +139,7 @@ class Ingest:
         self._decoded: asyncio.Queue[Inbound | _Message | None] = asyncio.Queue(8)
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()  # bookkeeping after acks
+        self._unrecorded: dict[str, Seen] = {}  # alarms' last-seen bookkeeping, not yet written
         self._gate = WriteGate(enabled=sqlite)
         # PostgreSQL stores one transaction while ingest prepares the next: two consumers keep
         # both busy (measured: alone, each waited on the other and the drain ran at one core's
@@ -402,11 +403,24 @@ class Ingest:
                     metrics.ALARM_SECONDS.observe((now - m.inbound.received_time).total_seconds())
             if outcome.seen:
                 # After the ack: an alarm's commit must not wait on the gateway row that the
-                # events worker's transaction holds; the bookkeeping can.
-                task = asyncio.create_task(self._record_seen(outcome.seen), name="ingest-seen")
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                # events worker's transaction holds; the bookkeeping can. It is merged, so a run
+                # of alarms costs one update while the previous one is still in progress, not one
+                # transaction each.
+                for gateway_id, seen in outcome.seen.items():
+                    had = self._unrecorded.get(gateway_id)
+                    self._unrecorded[gateway_id] = (
+                        seen if had is None else Seen(max(had.at, seen.at), had.new_events + seen.new_events)
+                    )
+                if not self._background:
+                    task = asyncio.create_task(self._record_unrecorded(), name="ingest-seen")
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
             return
+
+    async def _record_unrecorded(self) -> None:
+        while self._unrecorded:
+            seen, self._unrecorded = self._unrecorded, {}
+            await self._record_seen(seen)
 
     async def _registered(self, session: AsyncSession, gateway_ids: set[str]) -> set[str]:
         """Registered gateways among ``gateway_ids``. A "yes" is remembered for a while, so the hot

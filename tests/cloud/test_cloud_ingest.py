@@ -213,7 +213,18 @@ async def test_alarm_is_taken_on_its_own_session(
     async with running(ingest_config(broker, tmp_path), db.sessions), gateway(broker, gw) as client:
         client.send(store, make_events(99, 1, kind="fire.alarm"), channel=Channel.ALARMS)
         assert await client.next_reply(0) == Ack(store_id=store, ranges=[(99, 99)])
-    assert await stored(db.sessions, gw) == 1
+        # A burst: each acked; the gateway row's bookkeeping (merged after the acks) counts all.
+        for seq in range(100, 105):
+            client.send(store, make_events(seq, 1, kind="smoke.alarm"), channel=Channel.ALARMS)
+        await wait_for(lambda: len(client.snapshot()) >= 6, what="the burst acked")
+
+        async def counted() -> bool:
+            async with db.sessions() as session:
+                row = await session.get(Gateway, gw)
+                return row is not None and row.event_count == 6 and row.last_seen_at is not None
+
+        await wait_for(counted, what="the gateway row to count the six alarms")
+    assert await stored(db.sessions, gw) == 6
 
 
 async def test_state_updates_the_gateway_row(db: Database, broker: MosquittoProcess, tmp_path: Path) -> None:
