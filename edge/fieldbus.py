@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,8 +50,14 @@ def build_drivers(cfg: GatewayConfig, sink: EventSink) -> dict[str, FieldDriver]
     return drivers
 
 
-def write_device_status(path: Path, drivers: dict[str, FieldDriver]) -> None:
-    doc = {family: d.status() for family, d in drivers.items()}
+def write_device_status(path: Path, drivers: dict[str, FieldDriver], *, running: bool = True) -> None:
+    """``{"as_of_ms", "running", "families": {family: status}}``: a reader can tell a live picture
+    from the last one a stopped gateway left behind."""
+    doc = {
+        "as_of_ms": time.time_ns() // 1_000_000,
+        "running": running,
+        "families": {family: d.status() for family, d in drivers.items()},
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, default=str))
     os.replace(tmp, path)  # a reader never sees half a file

@@ -99,7 +99,7 @@ class Gateway:
                     t.cancel()
                 await asyncio.gather(*sources, return_exceptions=True)
                 if drivers:
-                    write_device_status(devices_file, drivers)
+                    write_device_status(devices_file, drivers, running=False)
                 await uplink.close()
                 link.cancel()
                 watchdog.cancel()

@@ -104,8 +104,12 @@ def format_status(gateway_id: str, s: dict[str, Any]) -> str:
     ]
     devices = s.get("devices")
     if devices:
-        lines.append("devices")
-        for family, st in sorted(devices.items()):
+        as_of = devices.get("as_of_ms")
+        if devices.get("running", True) and as_of is not None and time.time() * 1000 - as_of < 10_000:
+            lines.append("devices")
+        else:
+            lines.append(f"devices       as last seen by the gateway, {_when(as_of)} (it is not running)")
+        for family, st in sorted(devices.get("families", {}).items()):
             for name, d in sorted(st.get("devices", {}).items()):
                 state = str(d.get("state", "?"))
                 since = _when(d.get("since_ms"))

@@ -267,7 +267,11 @@ def run(args: argparse.Namespace) -> int:
             for e in fresh:
                 print(_describe(e), flush=True)
             devices = read_device_status(outbox.parent) or {}
-            states = [d.get("state") for f in devices.values() for d in f.get("devices", {}).values()]
+            states = [
+                d.get("state")
+                for f in devices.get("families", {}).values()
+                for d in f.get("devices", {}).values()
+            ]
             online = f"devices {states.count('online')}/{len(states)} online, " if states else ""
             print(
                 f"[demo] gateway {GATEWAY_ID}: {online}accepted {s['counters']['accepted_total']}, "

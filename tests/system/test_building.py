@@ -8,6 +8,7 @@ building and waits (bounded) for the cloud to hold what a property manager would
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from drivers.sim.building import Building
-from tests.system.harness import Cloud, Gateway, wait_until
+from tests.system.harness import GATEHOUSE, Cloud, Gateway, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -71,7 +72,8 @@ def test_a_gateway_reads_the_whole_building_into_the_cloud(tmp_path: Path, build
             doc = json.loads(devices_file.read_text())
         except (OSError, ValueError):
             return {}
-        return {n: d["state"] for f in doc.values() for n, d in f["devices"].items()}
+        assert doc["running"] is True
+        return {n: d["state"] for f in doc["families"].values() for n, d in f["devices"].items()}
 
     wait_until(
         lambda: len(states()) == 10 and set(states().values()) == {"online"}, 60, "all 10 devices online"
@@ -122,4 +124,10 @@ def test_a_gateway_reads_the_whole_building_into_the_cloud(tmp_path: Path, build
     wait_until(lambda: events("meter.reading", "meter-b1-main"), 30, "an energy meter reading")
 
     gw.stop()
+    # What the stopped gateway left behind says so, and gateway status says it is not running.
+    status = subprocess.run(
+        [*GATEHOUSE, "gateway", "status", "--config", str(gw.config)], capture_output=True, text=True
+    )
+    assert status.returncode == 0 and "(it is not running)" in status.stdout, status.stdout
+    assert "pump-2" in status.stdout
     cloud.stop()
