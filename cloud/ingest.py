@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud import metrics
 from cloud.config import CloudConfig, broker_address, database_url, mqtt_password
-from cloud.db import SessionFactory, is_sqlite, is_transient
+from cloud.db import SessionFactory, create_engine, is_sqlite, is_transient, session_factory
 from cloud.events.rejects import record_reject
 from cloud.events.repository import IncomingBatch, StoreResult, store_batches
 from cloud.kit.writegate import WriteGate
@@ -670,8 +670,6 @@ class _AlarmThread:
             log.exception("ingest: the alarms worker failed")
 
     async def _main(self) -> None:
-        from cloud.db import create_engine, session_factory
-
         self._loop = asyncio.get_running_loop()
         engine = create_engine(self._database_url, command_timeout_s=self._config.database.command_timeout_s)
         try:

@@ -139,7 +139,6 @@ class SensorSink:
             self.by_point.setdefault(cfg.point, []).append(st)
             self.by_device.setdefault(cfg.device, []).append(st)
         self.counters = RunCounters(state_dir / "run_counters.json" if state_dir else None)
-        self.sensors = {s.cfg.name: s for states in self.by_point.values() for s in states}
 
     async def emit(self, events: Sequence[NewEvent]) -> None:
         derived: list[NewEvent] = []

@@ -27,7 +27,8 @@ class FieldDriver(Protocol):
     async def run(self) -> None: ...
 
     def status(self) -> dict[str, Any]:
-        """``{"counters": {...}, "devices": {name: {"state": ..., "since_ms": ..., ...}}}``"""
+        """``{"devices": {name: {"state": ..., "since_ms": ..., ...}}, ...}`` plus the driver's
+        own counters."""
         ...
 
 

@@ -113,6 +113,6 @@ def format_status(gateway_id: str, s: dict[str, Any]) -> str:
             for name, d in sorted(st.get("devices", {}).items()):
                 state = str(d.get("state", "?"))
                 since = _when(d.get("since_ms"))
-                flag = "" if state == "online" else "   <-- not answering" if state == "offline" else ""
+                flag = "   <-- not answering" if state == "offline" else ""
                 lines.append(f"  {family:<8} {name:<24} {state:<8} since {since}{flag}")
     return "\n".join(lines)

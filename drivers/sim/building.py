@@ -127,6 +127,11 @@ class Building:
         self.gateway_bacnet_port = _free_udp_port("127.0.0.1")
         self.carpark = WiegandConverterSim("wiegand-ascii")
         self.lobby = OsdpReaderSim(address=1, scbk=DEMO_SCBK)
+        # reader name -> (simulator, the door it opens)
+        self.readers: dict[str, tuple[WiegandConverterSim | OsdpReaderSim, str]] = {
+            "rdr-carpark-1": (self.carpark, "door-carpark-1"),
+            "rdr-lobby-east": (self.lobby, "door-lobby-east"),
+        }
         self.sensors = self._sensors()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -272,32 +277,13 @@ class Building:
                     },
                 )
             )
-        parts.append(
-            _table(
-                "[[readers]]",
-                {
-                    "name": "rdr-carpark-1",
-                    "door": "door-carpark-1",
-                    "port": self.carpark.path,
-                    "protocol": "wiegand-ascii",
-                    "reopen_max_s": 5.0,
-                },
-            )
-        )
-        parts.append(
-            _table(
-                "[[readers]]",
-                {
-                    "name": "rdr-lobby-east",
-                    "door": "door-lobby-east",
-                    "port": self.lobby.path,
-                    "protocol": "osdp",
-                    "address": self.lobby.address,
-                    "scbk": DEMO_SCBK,
-                    "reopen_max_s": 5.0,
-                },
-            )
-        )
+        for name, (sim, door) in self.readers.items():
+            reader: dict[str, Any] = {"name": name, "door": door, "port": sim.path, "reopen_max_s": 5.0}
+            if isinstance(sim, OsdpReaderSim):
+                reader |= {"protocol": "osdp", "address": sim.address, "scbk": DEMO_SCBK}
+            else:
+                reader["protocol"] = "wiegand-ascii"
+            parts.append(_table("[[readers]]", reader))
         for s in self.sensors:
             parts.append(
                 _table("[[sensors]]", {"name": s.name, "meaning": s.meaning, "point": s.point, **s.extra})
@@ -379,13 +365,9 @@ class Building:
         return await self._binary(target, "door_contact", False)
 
     def _reader(self, target: str) -> WiegandConverterSim | OsdpReaderSim:
-        readers: dict[str, WiegandConverterSim | OsdpReaderSim] = {
-            "rdr-carpark-1": self.carpark,
-            "rdr-lobby-east": self.lobby,
-        }
-        if target not in readers:
-            raise KeyError(f"no reader {target!r}; the building has: {', '.join(readers)}")
-        return readers[target]
+        if target not in self.readers:
+            raise KeyError(f"no reader {target!r}; the building has: {', '.join(self.readers)}")
+        return self.readers[target][0]
 
     async def _card(self, target: str, card: int = 12345, facility: int = 1, **_: Any) -> str:
         self._reader(target).present_card(int(card), int(facility))
@@ -442,8 +424,8 @@ class Building:
         while True:
             await asyncio.sleep(rng.uniform(6, 14))
             card, facility, _ = rng.choice(CARDS)
-            reader = rng.choice(["rdr-carpark-1", "rdr-lobby-east"])
-            door = "door-carpark-1" if reader == "rdr-carpark-1" else "door-lobby-east"
+            reader = rng.choice(sorted(self.readers))
+            door = self.readers[reader][1]
             try:
                 await self._card(reader, card=card, facility=facility)
                 if card != 31337:

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.sim.building import Building
-from protocols.configuration import parse_config
+from protocols.configuration import ConfigError, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,14 @@ class Scenario(BaseModel):
 
 def load_scenario(text: str, source: str, building: Building) -> Scenario:
     """Parse and check against the building: ConfigError names the file, the step and the problem."""
-    from protocols.configuration import ConfigError
-
     sc = parse_config(text, Scenario, source)
-    names = {s.name for s in building.sensors} | set(building.modbus.devices) | {building.ahu.name}
-    names |= {"rdr-carpark-1", "rdr-lobby-east"}
+    known = {s.name for s in building.sensors} | set(building.modbus.devices) | {building.ahu.name}
+    known |= set(building.readers)
+    known |= {f"{d}/{p}" for d, dev in building.modbus.devices.items() for p in dev.points}
+    actions = building.actions()
     for i, st in enumerate(sc.step):
-        if st.do not in building.actions():
+        if st.do not in actions:
             raise ConfigError(f"{source}: step.{i}.do: unknown action {st.do!r}")
-        known = names | ({f"{d}/{p}" for d, dev in building.modbus.devices.items() for p in dev.points})
         if st.target and st.target not in known:
             raise ConfigError(f"{source}: step.{i}.target: the building has no {st.target!r}")
     if sc.repeat_every_s and sc.step and sc.repeat_every_s <= max(s.at_s for s in sc.step):
