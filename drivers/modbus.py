@@ -48,7 +48,6 @@ import contextlib
 import logging
 import math
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -59,22 +58,10 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import DeviceLiveness, FireSystemWriteRefused, Online, emit_fault, point_event
+from drivers.base import DeviceLiveness, FireSystemWriteRefused, Online, emit_fault, now_ms, point_event
 from drivers.modbus_codec import BlockDecoder, Codec
-from drivers.modbus_config import (  # noqa: F401 - re-exported
-    FAMILY,
-    NAME_PATTERN,
-    WIDTH,
-    WRITABLE_TABLES,
-    ModbusDeviceConfig,
-    ModbusPointConfig,
-    Order,
-    PointType,
-)
-from drivers.modbus_plan import (
-    BIT_TABLES,
-    Block,
-)
+from drivers.modbus_config import FAMILY, ModbusDeviceConfig, ModbusPointConfig
+from drivers.modbus_plan import BIT_TABLES, Block, request_count
 from protocols.events import NewEvent
 from protocols.sink import EventSink
 
@@ -330,9 +317,13 @@ class ModbusDevice:
         self.unit = cfg.unit
         self.points = [_Point(p, cfg.name) for p in cfg.points]
         self.by_name = {p.name: p for p in self.points}
-        self.groups = [_Group(g.poll_ms, g.poll_ms / 1000, g.blocks) for g in cfg.plan()]
-        self.decoders: dict[Block, BlockDecoder] = {
-            b: BlockDecoder([(k, at, self.points[k].codec) for k, at in b.items])
+        plan = cfg.plan()
+        self.groups = [_Group(g.poll_ms, g.poll_ms / 1000, g.blocks) for g in plan]
+        self.requests_per_poll = request_count(plan)
+        # Keyed by the block's identity: the blocks live as long as the groups, and hashing a
+        # block (up to 125 items) on every decode is a cost the hot path need not pay.
+        self.decoders: dict[int, BlockDecoder] = {
+            id(b): BlockDecoder([(k, at, self.points[k].codec) for k, at in b.items])
             for g in self.groups
             for b in g.blocks
             if b.table not in BIT_TABLES
@@ -346,10 +337,6 @@ class ModbusDevice:
         self._pending_faults: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------ status
-
-    @property
-    def requests_per_poll(self) -> int:
-        return sum(len(g.blocks) for g in self.groups)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -494,7 +481,7 @@ class ModbusDevice:
         if bits:
             decoded = [(key, bool(data[at])) for key, at in block.items]
         else:
-            decoded = self.decoders[block].decode(data)
+            decoded = self.decoders[id(block)].decode(data)
         for key, value in decoded:
             p = points[key]
             if not bits:
@@ -533,7 +520,7 @@ class ModbusDevice:
             # a busy loop (or one taking 270 ms to cross a 9,600-baud line) must not make a value
             # look newer than it is.
             nonlocal sent_ms
-            sent_ms = time.time_ns() // 1_000_000
+            sent_ms = now_ms()
             return getattr(client, method)(start, count=count, device_id=unit)
 
         failure = _Failure("timeout")
@@ -541,10 +528,6 @@ class ModbusDevice:
             self.counters.requests += 1
             try:
                 rsp = await self.link.call(op)
-            except ConnectionException as e:
-                self.counters.connect_failures += 1
-                failure = _Failure("unreachable", detail=str(e))
-                continue
             except (ModbusIOException, TimeoutError) as e:
                 self.counters.timeouts += 1
                 failure = _Failure("timeout", detail=str(e))
@@ -557,13 +540,12 @@ class ModbusDevice:
                 self.counters.exceptions += 1
                 failure = _Failure("exception", int(getattr(rsp, "exception_code", 0) or 0))
                 continue
-            read_ms = sent_ms
             data = rsp.bits if block.table in BIT_TABLES else rsp.registers
             if len(data) < count:
                 failure = _Failure("exception", 0, f"short reply: {len(data)} of {count}")
                 self.counters.exceptions += 1
                 continue
-            return data, read_ms
+            return data, sent_ms
         return failure
 
     async def _block_fault(self, key: tuple[str, int], block: Block, failure: _Failure) -> None:

@@ -70,9 +70,6 @@ class Codec:
         self.offset = offset
         self._scaled = not (scale == 1 and offset == 0)
 
-    def decode_bits(self, bits: Sequence[bool], at: int) -> bool:
-        return bool(bits[at])
-
     def decode(self, registers: Sequence[int], at: int) -> int | float:
         """The value of the point whose first register is ``registers[at]``."""
         regs = registers[at : at + self.width]

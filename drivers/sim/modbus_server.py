@@ -28,7 +28,6 @@ import collections
 import json
 import os
 import socket
-import time
 import tty
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,10 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.modbus_codec import WIDTH, Codec, Order, PointType
+from drivers.base import now_ms
+from drivers.modbus_codec import Codec
+from drivers.modbus_config import WIDTH, Order, PointType
+from drivers.modbus_plan import BIT_TABLES
 
 Value = bool | int | float
 
@@ -58,7 +60,6 @@ _SET_FC = {
 _TABLE_OF_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete_input", 4: "input_register"}
 _TABLE_OF_FC.update({3: "holding_register", 6: "holding_register", 16: "holding_register"})
 _TABLE_INDEX = {"coil": 0, "discrete_input": 1, "holding_register": 2, "input_register": 3}
-_BIT_TABLES = frozenset({"coil", "discrete_input"})
 
 
 @dataclass
@@ -73,7 +74,7 @@ class SimPoint:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.table in _BIT_TABLES:
+        if self.table in BIT_TABLES:
             self.type = "bool"
         self.codec = Codec(self.type, self.word_order, self.byte_order, self.scale)
 
@@ -138,7 +139,7 @@ class SimModbusDevice:
             pts = self._by_table[table]
             # Every address up to the highest point (plus slack) answers; beyond is ILLEGAL ADDRESS.
             size = max((p.address + p.width for p in pts), default=0) + 16
-            if table in _BIT_TABLES:
+            if table in BIT_TABLES:
                 size = (size + 15) // 16 * 16
                 blocks.append([SimData(0, count=size, values=False, datatype=DataType.BITS)])
             else:
@@ -178,9 +179,9 @@ class SimModbusDevice:
         self.generation += 1
         g = self.generation
         if self.record_serves:
-            self.serves.append((g, time.time_ns() // 1_000_000))
+            self.serves.append((g, now_ms()))
         pts = self._by_table[table]
-        if table in _BIT_TABLES:
+        if table in BIT_TABLES:
             # Bits flip on every read of their table (the generation's parity would not: several
             # tables are read per poll).
             flips = self._flips[table] = self._flips.get(table, 0) + 1
@@ -407,15 +408,6 @@ def io_module(name: str, doors: int = 4, detectors: int = 4, pirs: int = 4, **kw
     return SimModbusDevice(name, pts, **kw)
 
 
-PROFILES: dict[str, Callable[..., SimModbusDevice]] = {
-    "energy_meter": energy_meter,
-    "water_meter": water_meter,
-    "chiller": chiller,
-    "pump": pump,
-    "io_module": io_module,
-}
-
-
 def bench_points(n: int = 100) -> list[SimPoint]:
     """A per-point map of ``n`` points of every type, spread over four tables with small gaps,
     as an installer would list them from a device's manual (no hand-made ranges)."""
@@ -500,7 +492,6 @@ class PtyLink:
 
     server_port: str = ""
     client_port: str = ""
-    bytes_relayed: int = 0
     _fds: list[int] = field(default_factory=list)
 
     def open(self) -> PtyLink:
@@ -520,7 +511,6 @@ class PtyLink:
             data = os.read(src, 4096)
         except OSError:
             return
-        self.bytes_relayed += len(data)
         os.write(dst, data)
 
     def close(self) -> None:
