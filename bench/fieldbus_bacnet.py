@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import math
-import socket
 import sys
 import tempfile
 import time
@@ -36,19 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drivers.bacnet import BacnetDevice, BacnetDriver, BacnetLocal, BacnetObject  # noqa: E402
-from drivers.sim.bacnet_device import BacnetDeviceSim  # noqa: E402
+from drivers.sim.bacnet_device import BacnetDeviceSim, free_udp_port  # noqa: E402
 from protocols.events import NewEvent  # noqa: E402
 from protocols.sink import EventSink  # noqa: E402
 
 POINT = "supply_air_temp"
 SOURCE = f"bench-ahu/{POINT}"
 WARMUP = 10
-
-
-def _free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -79,7 +72,7 @@ class _ArrivalSink:
 
 
 async def _latencies(changes: int, inner: EventSink | None) -> list[float]:
-    sim = BacnetDeviceSim("127.0.0.2", _free_udp_port("127.0.0.2"), 1001, "bench-ahu")
+    sim = BacnetDeviceSim("127.0.0.2", free_udp_port("127.0.0.2"), 1001, "bench-ahu")
     sink = _ArrivalSink(inner)
     device = BacnetDevice(
         name="bench-ahu",
@@ -87,7 +80,7 @@ async def _latencies(changes: int, inner: EventSink | None) -> list[float]:
         device_instance=1001,
         objects=[BacnetObject(name=POINT, type="analog-input", instance=1)],
     )
-    local = BacnetLocal(bind=f"127.0.0.1:{_free_udp_port('127.0.0.1')}")
+    local = BacnetLocal(bind=f"127.0.0.1:{free_udp_port('127.0.0.1')}")
     driver = BacnetDriver([device], sink, local)
     loop = asyncio.get_running_loop()
     out: list[float] = []

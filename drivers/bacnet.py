@@ -72,20 +72,24 @@ from bacpypes3.primitivedata import Enumerated, ObjectIdentifier, Real
 from bacpypes3.vendor import get_vendor_info
 from pydantic import BaseModel, ValidationError
 
-from drivers.bacnet_config import (  # noqa: F401 - re-exported
-    ANALOG,
-    BACNET_PORT,
+from drivers.bacnet_config import (
     FAMILY,
-    MAX_INSTANCE,
     WRITABLE,
     BacnetDevice,
     BacnetLocal,
     BacnetObject,
-    ObjectType,
     check_devices,
     parse_address,
 )
-from drivers.base import DeviceLiveness, FireSystemWriteRefused, Reading, Value, emit_fault, now_ms
+from drivers.base import (
+    DeviceLiveness,
+    FireSystemWriteRefused,
+    Reading,
+    Value,
+    emit_fault,
+    fault_event,
+    now_ms,
+)
 from protocols.configuration import ConfigError
 from protocols.events import NewEvent
 from protocols.sink import EventSink
@@ -187,7 +191,7 @@ def _explain(e: ErrorRejectAbortNack) -> str:
     if isinstance(e, (RejectPDU, AbortPDU)):
         kind = "reject" if isinstance(e, RejectPDU) else "abort"
         return f"{kind}: {e.apduAbortRejectReason}"
-    return f"{getattr(e, 'errorClass', '?')}: {getattr(e, 'errorCode', '?')}"
+    return _error_text(e)
 
 
 async def _ask(what: str, aw: Awaitable[Any]) -> Any:
@@ -259,8 +263,7 @@ class BacnetCounters:
 class _Point:
     """What the driver knows of one object: how it is followed and what was last reported."""
 
-    def __init__(self, device: str, cfg: BacnetObject, proc_id: int) -> None:
-        self.device = device
+    def __init__(self, cfg: BacnetObject, proc_id: int) -> None:
         self.cfg = cfg
         self.oid = ObjectIdentifier(cfg.object_id)
         self.proc_id = proc_id  # stable for the driver's life: a renewal must reuse it
@@ -289,7 +292,7 @@ class _DeviceSession:
         self.cfg = cfg
         self.address = Address(cfg.address)
         self.liveness = DeviceLiveness(driver.sink, cfg.name, FAMILY)
-        self.points = [_Point(cfg.name, o, driver.next_proc_id()) for o in cfg.objects]
+        self.points = [_Point(o, driver.next_proc_id()) for o in cfg.objects]
         self.by_name = {p.cfg.name: p for p in self.points}
         self.rpm = True  # ReadPropertyMultiple until the device rejects it
         self.cov_refusal_reported = False
@@ -395,7 +398,6 @@ class _DeviceSession:
                 )
                 if "reject" in e.reason or "unrecognized" in e.reason:
                     self.rpm = False
-                results = {}
         read_ms = now_ms()
         times: dict[ObjectIdentifier, int] = {}
         for p in points:
@@ -578,7 +580,7 @@ class _DeviceSession:
 
     def _fault_event(self, source: str, fault: str, detail: str) -> NewEvent:
         self.driver.counters.faults += 1
-        return NewEvent("device.fault", source, {"family": FAMILY, "fault": fault, "detail": detail})
+        return fault_event(source, FAMILY, fault, detail)
 
     @staticmethod
     def _cleared_event(source: str, fault: str, detail: str = "") -> NewEvent:

@@ -125,8 +125,12 @@ class DeviceLiveness:
         await self.sink.emit([NewEvent(kind, self.device, body, time_ms=t)])
 
 
+def fault_event(source: str, family: str, fault: str, detail: str = "") -> NewEvent:
+    return NewEvent("device.fault", source, {"family": family, "fault": fault, "detail": detail})
+
+
 async def emit_fault(sink: EventSink, source: str, family: str, fault: str, detail: str = "") -> None:
-    await sink.emit([NewEvent("device.fault", source, {"family": family, "fault": fault, "detail": detail})])
+    await sink.emit([fault_event(source, family, fault, detail)])
 
 
 class Driver(Protocol):

@@ -42,8 +42,8 @@ class WiegandConverterReader:
         self.allowed = formats_by_bits(cfg.formats)
         self.framing = framing_for(cfg.protocol)
         self._garbage_before = 0
-        self.liveness = DeviceLiveness(sink, cfg.name, "wiegand")
-        self.faults = FaultReporter(sink, cfg.name, "wiegand")
+        self.liveness = DeviceLiveness(sink, cfg.name, cfg.family)
+        self.faults = FaultReporter(sink, cfg.name, cfg.family)
         self.stats = ConverterStats()
         self.backoff = Backoff(cfg.reopen_min_s, cfg.reopen_max_s)
 
@@ -86,9 +86,8 @@ class WiegandConverterReader:
             self.backoff.reset()
             await self.handle(data)
 
-    async def handle(self, data: bytes) -> list[CardRead]:
+    async def handle(self, data: bytes) -> None:
         """Parse bytes as they came off the wire; emit cards (batched) and faults in wire order."""
-        out: list[CardRead] = []
         batch: list[CardRead] = []
         for item in self.framing.feed(data):
             if isinstance(item, BadFrame):
@@ -107,9 +106,7 @@ class WiegandConverterReader:
                 continue
             read = CardRead.of(self.name, self.cfg.door, d, self.indicate)
             batch.append(read)
-            out.append(read)
         await self._deliver(batch)
-        return out
 
     async def _deliver(self, batch: list[CardRead]) -> None:
         if not batch:

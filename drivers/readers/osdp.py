@@ -223,7 +223,7 @@ class OsdpBus:
         self.status_period_s = status_period_s
         self.answer_grace_s = answer_grace_s
         self.readers = [
-            OsdpReader(r, self, DeviceLiveness(sink, r.name, "osdp"), FaultReporter(sink, r.name, "osdp"))
+            OsdpReader(r, self, DeviceLiveness(sink, r.name, r.family), FaultReporter(sink, r.name, r.family))
             for r in readers
         ]
         self._by_addr = {r.address: r for r in self.readers}
@@ -231,17 +231,10 @@ class OsdpBus:
         self.backoff = Backoff(self.cfg.reopen_min_s, self.cfg.reopen_max_s)
         self._cp: osdp.ControlPanel | None = None
         self._cp_lock = threading.Lock()
-        self.opens = 0
 
     @property
     def port(self) -> str:
         return self.cfg.port
-
-    def reader(self, name: str) -> OsdpReader:
-        for r in self.readers:
-            if r.name == name:
-                return r
-        raise KeyError(name)
 
     # ---- running
 
@@ -254,7 +247,6 @@ class OsdpBus:
                 await self._all_failed("open_failed", str(e))
                 await asyncio.sleep(self.backoff.next())
                 continue
-            self.opens += 1
             try:
                 await self._session(port)
             except PortLost as e:

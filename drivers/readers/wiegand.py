@@ -63,9 +63,6 @@ class Parity:
     kind: Literal["even", "odd"]
     over: tuple[int, ...]
 
-    def holds(self, bits: Bits) -> bool:
-        return self.holds_value(int(bits, 2), len(bits))
-
     def holds_value(self, value: int, nbits: int) -> bool:
         """The same on the frame read as a number (bit 0 is the most significant): a mask and a
         popcount per parity, since a converter can deliver thousands of frames a second."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,13 @@ CLASSES: dict[str, type[Any]] = {
 
 # status-flags bit positions (in-alarm, fault, overridden, out-of-service)
 IN_ALARM, FAULT = 0, 1
+
+
+def free_udp_port(host: str) -> int:
+    """A UDP port on ``host`` nothing is bound to right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.sim.bacnet_device import AIR_HANDLER, BacnetDeviceSim
+from drivers.sim.bacnet_device import AIR_HANDLER, BacnetDeviceSim, free_udp_port
 from drivers.sim.modbus_server import (
     ModbusSim,
     SimModbusDevice,
@@ -68,12 +67,6 @@ UNITS = {
 # How often each kind of device is read: doors and detectors at once, meters at leisure.
 POLL_MS = {"io": 250, "meter": 5000, "plant": 2000}
 DEADBAND = {"power": 0.5, "flow": 0.1, "voltage": 1.0, "chw_supply_temp": 0.1, "chw_return_temp": 0.1}
-
-
-def _free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _q(s: str) -> str:
@@ -123,8 +116,8 @@ class Building:
             ],
             tick_s=1.0,
         )
-        self.ahu = BacnetDeviceSim(bacnet_host, _free_udp_port(bacnet_host), 1001, "ahu-1")
-        self.gateway_bacnet_port = _free_udp_port("127.0.0.1")
+        self.ahu = BacnetDeviceSim(bacnet_host, free_udp_port(bacnet_host), 1001, "ahu-1")
+        self.gateway_bacnet_port = free_udp_port("127.0.0.1")
         self.carpark = WiegandConverterSim("wiegand-ascii")
         self.lobby = OsdpReaderSim(address=1, scbk=DEMO_SCBK)
         # reader name -> (simulator, the door it opens)

@@ -46,7 +46,6 @@ class PtyLine:
         self.path = path
         self.master = -1
         self._slave = -1
-        self.plugs = 0
         self.plug()
 
     @property
@@ -68,7 +67,6 @@ class PtyLine:
         # Keeping our own slave descriptor open keeps the raw settings and lets us write before
         # the driver has opened its end.
         self.master, self._slave = master, slave
-        self.plugs += 1
 
     def unplug(self) -> None:
         """Close both ends: the driver's reads fail and its reopen finds no device."""
@@ -122,7 +120,6 @@ class WiegandConverterSim:
     def __init__(self, framing: str = "wiegand-ascii", path: str | None = None) -> None:
         self.framing = framing_for(framing)
         self.line = PtyLine(path)
-        self.sent = 0
 
     @property
     def path(self) -> str:
@@ -140,7 +137,6 @@ class WiegandConverterSim:
 
     def send_bits(self, bits: Bits) -> None:
         self.line.write(self.framing.encode(bits))
-        self.sent += 1
 
     def send_bad_parity(self, card: int, facility: int | None = None, fmt: str = "H10301") -> Bits:
         """The card with its last (odd) parity bit flipped: a noisy Wiegand line."""

@@ -9,7 +9,6 @@ on conditions, never sleeps."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,20 +17,13 @@ import pytest
 
 from drivers.bacnet import BacnetDevice, BacnetDriver, BacnetLocal, BindError, bind_udp
 from drivers.base import FireSystemWriteRefused, RecordingSink
-from drivers.sim.bacnet_device import AIR_HANDLER, BacnetDeviceSim
+from drivers.sim.bacnet_device import AIR_HANDLER, BacnetDeviceSim, free_udp_port
 from protocols.configuration import ConfigError
 from protocols.events import NewEvent
 from tests.support.waits import until as wait_until
 
 GATEWAY_HOST = "127.0.0.1"
 FIRE = {"life-safety-point", "life-safety-zone"}
-
-
-def free_udp_port(host: str) -> int:
-    """A UDP port on ``host`` nothing is bound to right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def device_config(sim: BacnetDeviceSim, **kw: Any) -> BacnetDevice:
