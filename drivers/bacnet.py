@@ -90,7 +90,7 @@ from drivers.base import (
     fault_event,
     now_ms,
 )
-from protocols.configuration import ConfigError
+from protocols.configuration import ConfigError, first_problem
 from protocols.events import NewEvent
 from protocols.sink import EventSink
 
@@ -720,12 +720,8 @@ def _validate(model: type[M], value: M | Mapping[str, Any], where: str) -> M:
     try:
         return model.model_validate(value)
     except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(x) for x in (where, *first["loc"]))
-        msg = "unknown key (misspelt?)" if first["type"] == "extra_forbidden" else first["msg"]
-        more = e.error_count() - 1
-        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{key}: {msg}{tail}") from None
+        key, problem = first_problem(e, where)
+        raise ConfigError(f"{key}: {problem}") from None
 
 
 __all__ = [

@@ -25,14 +25,19 @@ def parse_config(text: str, model: type[C], source: str) -> C:
     try:
         return model.model_validate(doc)
     except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        msg = first["msg"]
-        if first["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt?)"
-        more = e.error_count() - 1
-        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{source}: {key}: {msg}{tail}") from None
+        key, problem = first_problem(e)
+        raise ConfigError(f"{source}: {key or '(top level)'}: {problem}") from None
+
+
+def first_problem(e: ValidationError, prefix: str = "") -> tuple[str, str]:
+    """The dotted key of a validation error's first problem (under ``prefix``) and what is wrong,
+    with a count of the others: the one line every config error is told in."""
+    first = e.errors()[0]
+    key = ".".join(str(x) for x in (prefix, *first["loc"]) if x != "")
+    msg = "unknown key (misspelt?)" if first["type"] == "extra_forbidden" else first["msg"]
+    more = e.error_count() - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return key, msg + tail
 
 
 def read_config(path: str, model: type[C]) -> C:
