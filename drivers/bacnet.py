@@ -82,6 +82,7 @@ from drivers.bacnet_config import (
     parse_address,
 )
 from drivers.base import (
+    Backoff,
     DeviceLiveness,
     FireSystemWriteRefused,
     Reading,
@@ -298,7 +299,7 @@ class _DeviceSession:
         self.cov_refusal_reported = False
         self.identity_reported = False
         self.last_error = ""
-        self.backoff = cfg.backoff_min_s
+        self.backoff = Backoff(cfg.backoff_min_s, cfg.backoff_max_s)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -311,21 +312,19 @@ class _DeviceSession:
                 await self.liveness.failed(
                     str(e), address=self.cfg.address, stale=[p.cfg.name for p in self.points]
                 )
-                await asyncio.sleep(self.backoff)
-                self.backoff = min(self.backoff * 2, self.cfg.backoff_max_s)
+                await asyncio.sleep(self.backoff.next())
             except (Exception, ErrorRejectAbortNack) as e:  # nothing unexpected ends this device's loop
                 log.exception("bacnet %s: unexpected failure", self.cfg.name)
                 self._drop_routes()
                 if repr(e) != self.last_error:  # the same failure again is logged, not re-reported
                     self.last_error = repr(e)
                     await self._fault(self.cfg.name, "driver_error", repr(e))
-                await asyncio.sleep(self.backoff)
-                self.backoff = min(self.backoff * 2, self.cfg.backoff_max_s)
+                await asyncio.sleep(self.backoff.next())
 
     async def _serve(self) -> None:
         await self._check_identity()  # raises Unreachable while the device is away
         await self.liveness.answered(address=self.cfg.address)
-        self.backoff = self.cfg.backoff_min_s
+        self.backoff.reset()
         await self._read(self.points)
         await self._subscribe()
         loop = asyncio.get_running_loop()

@@ -133,6 +133,23 @@ async def emit_fault(sink: EventSink, source: str, family: str, fault: str, deta
     await sink.emit([fault_event(source, family, fault, detail)])
 
 
+@dataclass
+class Backoff:
+    """Delays for retrying a device that went away: ``min_s`` first, doubling up to ``max_s``;
+    ``reset`` when it answers again."""
+
+    min_s: float
+    max_s: float
+    current: float = 0.0
+
+    def next(self) -> float:
+        self.current = self.min_s if self.current == 0.0 else min(self.current * 2, self.max_s)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
 class Driver(Protocol):
     """A device family's driver: ``run`` polls or listens until cancelled, emitting into its sink,
     and never returns because one device failed."""

@@ -11,10 +11,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from drivers.base import DeviceLiveness
+from drivers.base import Backoff, DeviceLiveness
 from drivers.readers.card import CardRead, FaultReporter, OnCard, call_hook
 from drivers.readers.config import ReaderConfig
-from drivers.readers.runner import Backoff, PortLost, PortReader, open_port
+from drivers.readers.runner import PortLost, PortReader, open_port
 from drivers.readers.wiegand import BadFrame, BadParity, decode, formats_by_bits, framing_for
 from protocols.sink import EventSink
 

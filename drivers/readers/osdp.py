@@ -38,10 +38,10 @@ from typing import Any
 import osdp
 import serial
 
-from drivers.base import DeviceLiveness, Online, now_ms
+from drivers.base import Backoff, DeviceLiveness, Online, now_ms
 from drivers.readers.card import CardRead, FaultReporter, OnCard, call_hook
 from drivers.readers.config import ReaderConfig
-from drivers.readers.runner import Backoff, PortLost, open_port
+from drivers.readers.runner import PortLost, open_port
 from drivers.readers.wiegand import BadParity, bits_from_bytes, decode, formats_by_bits
 from protocols.events import NewEvent
 from protocols.sink import EventSink

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
 
 import serial
 
@@ -23,20 +22,6 @@ from drivers.readers.config import ReaderConfig
 
 class PortLost(Exception):
     """The port went away under us (unplugged, or the peer end of a pty closed)."""
-
-
-@dataclass
-class Backoff:
-    min_s: float
-    max_s: float
-    current: float = 0.0
-
-    def next(self) -> float:
-        self.current = self.min_s if self.current == 0.0 else min(self.current * 2, self.max_s)
-        return self.current
-
-    def reset(self) -> None:
-        self.current = 0.0
 
 
 def open_port(cfg: ReaderConfig) -> serial.Serial:
