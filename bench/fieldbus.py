@@ -153,21 +153,7 @@ class Sim:
 def device_configs(ports: dict[str, int], poll_ms: int) -> list[dict[str, Any]]:
     from drivers.sim.modbus_server import bench_points
 
-    pts = [
-        {
-            "name": p.name,
-            "table": p.table,
-            "address": p.address,
-            **(
-                {"type": p.type, "word_order": p.word_order, "byte_order": p.byte_order}
-                if p.type != "bool"
-                else {}
-            ),
-            "poll_ms": poll_ms,
-            "heartbeat_s": 0,
-        }
-        for p in bench_points(POINTS)
-    ]
+    pts = [p.config(poll_ms=poll_ms, heartbeat_s=0) for p in bench_points(POINTS)]
     return [
         {
             "name": name,

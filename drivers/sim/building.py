@@ -204,20 +204,14 @@ class Building:
     def _modbus_point(self, dev: SimModbusDevice, p: SimPoint) -> dict[str, Any]:
         family = "io" if dev.name.startswith("io-") else "meter" if "meter" in dev.name else "plant"
         fire = p.name.startswith("smoke_")
-        return {
-            "name": p.name,
-            "table": p.table,
-            "address": p.address,
-            "type": p.type,
-            "word_order": p.word_order if p.type not in ("bool", "int16", "uint16") else None,
-            "scale": p.scale if p.scale != 1.0 else None,
-            "unit": UNITS.get(p.name, None),
-            "poll_ms": POLL_MS[family],
-            "deadband": DEADBAND.get(p.name),
-            "heartbeat_s": 60.0,
-            "fire_system": fire or None,
-            "writable": (p.table in ("coil", "holding_register") and not fire) or None,
-        }
+        return p.config(
+            unit=UNITS.get(p.name),
+            poll_ms=POLL_MS[family],
+            deadband=DEADBAND.get(p.name),
+            heartbeat_s=60.0,
+            fire_system=fire or None,
+            writable=(p.table in ("coil", "holding_register") and not fire) or None,
+        )
 
     def gateway_config(self) -> str:
         """The driver sections of a gateway config that reads this building."""

@@ -82,6 +82,21 @@ class SimPoint:
     def width(self) -> int:
         return WIDTH[self.type]
 
+    def config(self, **more: Any) -> dict[str, Any]:
+        """The gateway's ``[[modbus.points]]`` entry that reads this point (defaults left out),
+        with ``more`` keys added; a None in ``more`` is left out too."""
+        d: dict[str, Any] = {"name": self.name, "table": self.table, "address": self.address}
+        if self.type != "bool":
+            d["type"] = self.type
+            if self.width > 1 and self.word_order != "big":
+                d["word_order"] = self.word_order
+            if self.byte_order != "big":
+                d["byte_order"] = self.byte_order
+            if self.scale != 1.0:
+                d["scale"] = self.scale
+        d.update((k, v) for k, v in more.items() if v is not None)
+        return d
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -54,10 +54,7 @@ def device_cfg(dev: SimModbusDevice, points: Iterable[dict[str, Any]], **kw: Any
 
 
 def point(p: SimPoint, **kw: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {"name": p.name, "table": p.table, "address": p.address}
-    if p.type != "bool":
-        d.update(type=p.type, word_order=p.word_order, byte_order=p.byte_order, scale=p.scale)
-    return {**d, **kw}
+    return p.config(**kw)
 
 
 @asynccontextmanager
