@@ -71,16 +71,6 @@ async def running(
         await asyncio.gather(task, return_exceptions=True)
 
 
-@asynccontextmanager
-async def sim_of(*devices: SimModbusDevice) -> AsyncIterator[ModbusSim]:
-    sim = ModbusSim(devices)
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
 def readings(sink: RecordingSink, source: str | None = None) -> list[NewEvent]:
     return [e for e in sink.of_kind("telemetry.point") if source is None or e.source == source]
 
@@ -120,7 +110,7 @@ async def test_every_type_and_word_and_byte_order_reads_correctly() -> None:
     pts.append(SimPoint("coil_off", "coil", 4, "bool", False))
     pts.append(SimPoint("input_on", "discrete_input", 7, "bool", True))
     dev = SimModbusDevice("types", pts)
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         cfg = device_cfg(dev, [point(p) for p in pts], **FAST)
         # the same register with an offset, to show value = raw * scale + offset
         cfg["points"].append(
@@ -151,7 +141,7 @@ async def test_every_type_and_word_and_byte_order_reads_correctly() -> None:
 
 async def test_meter_counter_rolls_over_and_a_broken_meter_is_a_fault() -> None:
     meter = energy_meter("meter-1")
-    async with sim_of(meter):
+    async with ModbusSim([meter]):
         cfg = device_cfg(
             meter,
             [
@@ -197,7 +187,7 @@ async def test_block_planning_request_count_on_the_simulator() -> None:
     pts = bench_points(100)
     dev = SimModbusDevice("planned", pts)
     polls: list[PollRecord] = []
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         # A long period: exactly one poll happens during the test.
         cfg = device_cfg(dev, [point(p, poll_ms=600_000) for p in pts], **FAST)
         async with running([cfg], polls.append) as (drv, sink):
@@ -213,7 +203,7 @@ async def test_device_limit_is_respected() -> None:
     pts = [SimPoint(f"r{i}", "holding_register", i, "uint16", i) for i in range(40)]
     dev = SimModbusDevice("small", pts)
     polls: list[PollRecord] = []
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         cfg = device_cfg(dev, [point(p, poll_ms=600_000) for p in pts], max_registers=16, **FAST)
         async with running([cfg], polls.append) as (_, sink):
             await until(lambda: len(polls) == 1)
@@ -226,7 +216,7 @@ async def test_device_limit_is_respected() -> None:
 
 async def test_exception_reply_is_retried_then_offline_then_back() -> None:
     dev = chiller("chiller-1")
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         cfg = device_cfg(
             dev,
             [
@@ -269,7 +259,7 @@ async def test_exception_reply_is_retried_then_offline_then_back() -> None:
 
 async def test_illegal_address_faults_the_block_not_the_device() -> None:
     dev = io_module("io-1")
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         cfg = device_cfg(
             dev,
             [
@@ -295,7 +285,7 @@ async def test_illegal_address_faults_the_block_not_the_device() -> None:
 
 async def test_timeout_takes_device_offline_and_it_comes_back() -> None:
     dev = io_module("io-2")
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         cfg = device_cfg(
             dev, [{"name": "smoke_1", "table": "discrete_input", "address": 16, "poll_ms": 50}], **FAST
         )
@@ -321,7 +311,7 @@ async def test_a_dead_device_does_not_delay_healthy_ones() -> None:
     dead = [io_module(f"dead-{i}") for i in range(3)]
     for d in dead:
         d.fail()
-    async with sim_of(healthy, *dead):
+    async with ModbusSim([healthy, *dead]):
         slow = {**FAST, "timeout_s": 1.5}
         cfgs = [
             device_cfg(
@@ -358,7 +348,7 @@ async def test_deadband_and_heartbeat() -> None:
         SimPoint("steady", "input_register", 1, "uint16", 7),
     ]
     dev = SimModbusDevice("ahu", pts)
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         cfg = device_cfg(
             dev,
             [
@@ -396,7 +386,7 @@ async def test_deadband_and_heartbeat() -> None:
 async def test_no_reading_is_sent_twice_or_with_another_readings_time() -> None:
     pts = bench_points(40)
     dev = SimModbusDevice("churn", pts, churn=True, record_serves=True)
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         cfg = device_cfg(dev, [point(p, poll_ms=20, heartbeat_s=0) for p in pts], **FAST)
         async with running([cfg]) as (drv, sink):
             await until(lambda: drv.device("churn").counters.polls >= 20, what="20 polls")
@@ -424,7 +414,7 @@ async def test_an_overrunning_poll_is_skipped_and_counted_not_queued() -> None:
     pts = [SimPoint("v", "holding_register", 0, "uint16", 1)]
     dev = SimModbusDevice("slow", pts, churn=True, record_serves=True)
     dev.slow_down(0.12)  # every answer takes longer than the 50 ms period
-    async with sim_of(dev):
+    async with ModbusSim([dev]):
         cfg = device_cfg(dev, [point(pts[0], poll_ms=50, heartbeat_s=0)], timeout_s=1.0, retries=0)
         async with running([cfg]) as (drv, sink):
             d = drv.device("slow")
@@ -442,7 +432,7 @@ async def test_an_overrunning_poll_is_skipped_and_counted_not_queued() -> None:
 async def test_writes_and_the_fire_system_refusal() -> None:
     io = io_module("io-3")
     plant = chiller("ch-2")
-    async with sim_of(io, plant):
+    async with ModbusSim([io, plant]):
         cfgs = [
             device_cfg(
                 io,
