@@ -130,21 +130,35 @@ class GatewayState(_Message):
     clock_synced: bool = False
     store_id: Annotated[str, Field(max_length=32)] = ""
     time_ms: _INT64 = 0
+    # The version of the credential store the gateway decides from: the cloud sends what is newer.
+    access_version: Annotated[int, Field(ge=0)] = 0
 
 
 class Command(_Message):
+    """Sent on ``cmd``. The gateway executes each ``id`` once; a repeated id is answered with the
+    first result. ``expires_ms`` (wall clock, 0 = never) and ``by`` (who asked: a user or an API
+    token's owner) are checked before anything is done; see protocols/commands.py for the names."""
+
     type: Literal["cmd"] = "cmd"
     id: Annotated[str, Field(min_length=1, max_length=64)]
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]*$", max_length=64)]
     args: dict[str, JsonValue] = Field(default_factory=dict)
     issued_ms: _INT64 = 0
+    expires_ms: _INT64 = 0
+    by: Annotated[str, Field(max_length=128)] = ""
 
 
 class CommandResult(_Message):
+    """Sent on ``cmd/result``. ``code`` says why a command was not done (protocols/commands.py
+    ``ResultCode``); ``data`` carries what the command returns (e.g. the credential store version)."""
+
     type: Literal["cmd_result"] = "cmd_result"
     id: Annotated[str, Field(min_length=1, max_length=64)]
     ok: bool
     detail: Annotated[str, Field(max_length=1000)] = ""
+    code: Annotated[str, Field(max_length=32)] = "done"
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+    done_ms: _INT64 = 0
 
 
 Message = EventBatch | Ack | Reject | GatewayState | Command | CommandResult
