@@ -143,7 +143,6 @@ class AccessDelta(_Model):
             raise ValueError(f"part {self.part} of {self.parts}")
         return self
 
-
     @property
     def empty(self) -> bool:
         return not (
