@@ -41,9 +41,24 @@ class Meaning(StrEnum):
     RUN_SIGNAL = "run_signal"  # equipment.status with running, run-hours and starts
     EQUIPMENT_STATUS = "equipment_status"  # equipment.status with the raw status value
     METER = "meter"  # meter.reading with total and use
+    EXIT_REQUEST = "exit_request"  # a door's request-to-exit button or sensor: door.exit_request
+    # The fire panel's alarm output (a volt-free contact or a BACnet point): fire.alarm and
+    # fire.alarm_cleared. Read only, like every fire-system point.
+    FIRE_PANEL = "fire_panel"
+    # A key switch or button beside the panel that resets the gateway's fire release locally.
+    FIRE_RESET = "fire_reset"
 
 
-BINARY = {Meaning.SMOKE, Meaning.PIR, Meaning.DOOR_CONTACT, Meaning.LOCK_RELAY, Meaning.RUN_SIGNAL}
+BINARY = {
+    Meaning.SMOKE,
+    Meaning.PIR,
+    Meaning.DOOR_CONTACT,
+    Meaning.LOCK_RELAY,
+    Meaning.RUN_SIGNAL,
+    Meaning.EXIT_REQUEST,
+    Meaning.FIRE_PANEL,
+    Meaning.FIRE_RESET,
+}
 
 
 class SensorConfig(BaseModel):
@@ -65,7 +80,7 @@ class SensorConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fits(self) -> SensorConfig:
-        if self.meaning in (Meaning.DOOR_CONTACT, Meaning.LOCK_RELAY) and not self.door:
+        if self.meaning in (Meaning.DOOR_CONTACT, Meaning.LOCK_RELAY, Meaning.EXIT_REQUEST) and not self.door:
             raise ValueError(f"a {self.meaning.value} needs the door it belongs to (door = ...)")
         if self.rollover is not None and self.meaning is not Meaning.METER:
             raise ValueError("rollover only applies to meters")
@@ -190,6 +205,12 @@ class SensorSink:
             return self._event("door.opened" if active else "door.closed", st, {"door": cfg.door}, t)
         if m is Meaning.LOCK_RELAY:
             return self._event("door.lock_state", st, {"door": cfg.door, "locked": active}, t)
+        if m is Meaning.EXIT_REQUEST:
+            return self._event("door.exit_request", st, {"door": cfg.door, "active": active}, t)
+        if m is Meaning.FIRE_PANEL:
+            return self._event("fire.alarm" if active else "fire.alarm_cleared", st, {"zone": cfg.zone}, t)
+        if m is Meaning.FIRE_RESET:
+            return self._event("fire.reset_input", st, {"active": active}, t)
         return self._run(st, active, t)
 
     def _run(self, st: SensorState, running: bool, t: int) -> NewEvent:

@@ -56,7 +56,7 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 def _run(args: argparse.Namespace) -> int:
     from edge.gateway import run_forever  # imports aiosqlite and paho only when running
 
-    return run_forever(_load(args.config))
+    return run_forever(_load(args.config), Path(args.config))
 
 
 def _status(args: argparse.Namespace) -> int:

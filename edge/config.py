@@ -13,7 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drivers.bacnet_config import BacnetDevice, BacnetLocal, check_devices
 from drivers.modbus_config import ModbusDeviceConfig
 from drivers.readers.config import ReaderConfig, check_readers
-from drivers.sensors import SensorConfig
+from drivers.sensors import Meaning, SensorConfig
+from edge.doors import DoorConfig
+from edge.fire import FireSection
+from edge.intrusion import IntrusionZoneConfig, check_intrusion_zones
+from edge.rules import EquipmentRuleConfig, check_rules
+from protocols.commands import COMMANDS
 from protocols.configuration import ConfigError, read_config
 from protocols.topics import GATEWAY_ID_PATTERN
 
@@ -91,6 +96,40 @@ class ClockSection(BaseModel):
     synced: Literal["auto", "yes", "no"] = "auto"  # auto: ask the kernel's NTP state
 
 
+class AccessSection(BaseModel):
+    model_config = _STRICT
+
+    timezone: str = "Asia/Shanghai"  # the site's zone: schedules and holidays are local times
+    # Older than this since the cloud last confirmed the store, only offline_ok credentials open.
+    stale_after_s: Annotated[float, Field(ge=60)] = 24 * 3600.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. Asia/Shanghai)") from None
+        return v
+
+
+class CommandsSection(BaseModel):
+    model_config = _STRICT
+
+    # The commands this gateway takes from the cloud; the rest are refused as unauthorised.
+    allowed: list[str] = Field(default_factory=lambda: sorted(COMMANDS))
+
+    @field_validator("allowed")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(COMMANDS))
+        if unknown:
+            raise ValueError(f"unknown command(s) {', '.join(unknown)}; known: {', '.join(sorted(COMMANDS))}")
+        return v
+
+
 class SyntheticSource(BaseModel):
     """The simulated event source of drivers/sim/synthetic.py (demo and benchmarks)."""
 
@@ -121,6 +160,13 @@ class GatewayConfig(BaseModel):
     bacnet_local: BacnetLocal = BacnetLocal()
     readers: list[ReaderConfig] = Field(default_factory=list)
     sensors: list[SensorConfig] = Field(default_factory=list)
+    # Local action (edge/local.py): doors, fire release, intrusion zones, equipment rules.
+    access: AccessSection = AccessSection()
+    doors: list[DoorConfig] = Field(default_factory=list)
+    fire: FireSection = FireSection()
+    intrusion_zones: list[IntrusionZoneConfig] = Field(default_factory=list)
+    rules: list[EquipmentRuleConfig] = Field(default_factory=list)
+    commands: CommandsSection = CommandsSection()
 
     @model_validator(mode="after")
     def _points_exist(self) -> "GatewayConfig":
@@ -140,7 +186,48 @@ class GatewayConfig(BaseModel):
             seen.add(s.name)
             if s.point not in points:
                 raise ValueError(f"sensors.{i}.point: no configured device has the point {s.point!r}")
+        self._check_doors(points)
+        check_intrusion_zones(self.intrusion_zones, self.sensors)
+        check_rules(self.rules, points)
         return self
+
+    def _check_doors(self, points: set[str]) -> None:
+        meaning = {s.name: s.meaning for s in self.sensors}
+        writable = self.writable_points()
+        readers = {r.name for r in self.readers}
+        names: set[str] = set()
+        for i, d in enumerate(self.doors):
+            where = f"doors.{i} ({d.name})"
+            if d.name in names:
+                raise ValueError(f"{where}: the name is used twice")
+            names.add(d.name)
+            if d.lock not in points:
+                raise ValueError(f"{where}.lock: no configured device has the point {d.lock!r}")
+            if d.lock not in writable:
+                raise ValueError(f"{where}.lock: {d.lock} is not writable (writable = true, not fire_system)")
+            for key, want in (("contact", Meaning.DOOR_CONTACT), ("exit_request", Meaning.EXIT_REQUEST)):
+                name = getattr(d, key)
+                if name and meaning.get(name) is not want:
+                    raise ValueError(f"{where}.{key}: no {want.value} sensor called {name!r} in [[sensors]]")
+            for r in d.exit_readers:
+                if r not in readers:
+                    raise ValueError(f"{where}.exit_readers: no reader called {r!r} in [[readers]]")
+        for rc in self.readers:
+            if rc.door and self.doors and rc.door not in names:
+                raise ValueError(f"readers ({rc.name}).door: no door called {rc.door!r} in [[doors]]")
+
+    def writable_points(self) -> set[str]:
+        """Points the gateway may write: marked writable and not part of a fire system."""
+        out = {
+            f"{d.name}/{p.name}" for d in self.modbus for p in d.points if p.writable and not p.fire_system
+        }
+        out |= {
+            f"{d.name}/{o.name}"
+            for d in self.bacnet
+            for o in d.objects
+            if not o.fire_system and o.type.endswith(("output", "value"))
+        }
+        return out
 
     def field_points(self) -> set[str]:
         """Every ``device/point`` the configured drivers read."""

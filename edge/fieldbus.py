@@ -13,10 +13,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.config import GatewayConfig
 from protocols.sink import EventSink
+
+if TYPE_CHECKING:
+    from drivers.readers.card import OnCard
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,9 @@ class FieldDriver(Protocol):
         ...
 
 
-def build_drivers(cfg: GatewayConfig, sink: EventSink) -> dict[str, FieldDriver]:
+def build_drivers(
+    cfg: GatewayConfig, sink: EventSink, on_card: OnCard | None = None
+) -> dict[str, FieldDriver]:
     drivers: dict[str, FieldDriver] = {}
     if cfg.modbus:
         from drivers.modbus import ModbusDriver
@@ -46,8 +51,8 @@ def build_drivers(cfg: GatewayConfig, sink: EventSink) -> dict[str, FieldDriver]
         from drivers.readers import ReaderSet
 
         # Cards become reader.card events; the access decisions that answer them are the
-        # gateway's local logic (edge/access.py, its own issue) and plug in as on_card.
-        drivers["readers"] = ReaderSet(cfg.readers, sink)
+        # gateway's local logic (edge/local.py), which plugs in as on_card.
+        drivers["readers"] = ReaderSet(cfg.readers, sink, on_card)
     return drivers
 
 

@@ -18,7 +18,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from edge.config import GatewayConfig
 from edge.mqtt import LinkSettings, MqttLink
@@ -40,6 +42,10 @@ from protocols.ranges import Ranges
 from protocols.topics import Channel, topic
 
 log = logging.getLogger(__name__)
+
+
+class CommandRunner(Protocol):
+    async def execute(self, cmd: Command) -> CommandResult: ...
 
 
 @dataclass
@@ -67,9 +73,19 @@ class UplinkCounters:
 
 class Uplink:
     def __init__(
-        self, cfg: GatewayConfig, outbox: Outbox, *, version: str, rng: random.Random | None = None
+        self,
+        cfg: GatewayConfig,
+        outbox: Outbox,
+        *,
+        version: str,
+        rng: random.Random | None = None,
+        commands: CommandRunner | None = None,
+        access_version: Callable[[], int] = lambda: 0,
     ) -> None:
         self.cfg = cfg
+        self.commands = commands
+        self.access_version = access_version
+        self._command_tasks: set[asyncio.Task[None]] = set()
         self.outbox = outbox
         self.version = version
         self.gateway_id = cfg.gateway_id
@@ -132,7 +148,15 @@ class Uplink:
             clock_synced=synced,
             store_id=self.outbox.store_id,
             time_ms=self.outbox.clock.now_ms(),
+            access_version=self.access_version(),
         )
+
+    def announce(self) -> None:
+        """Publish the birth again (after a config change: it carries the config version)."""
+        if self.link.connected.is_set():
+            self.link.publish(
+                topic(self.gateway_id, Channel.STATE), encode(self._state(online=True)), retain=True
+            )
 
     async def _on_connect(self) -> None:
         gw = self.gateway_id
@@ -336,12 +360,29 @@ class Uplink:
         elif channel == Channel.CMD:
             cmd = decode(payload, Command)
             self.counters.commands += 1
-            self.link.publish(topic(self.gateway_id, Channel.CMD_RESULT), encode(self._run_command(cmd)))
+            if self.commands is None:
+                self.link.publish(topic(self.gateway_id, Channel.CMD_RESULT), encode(self._run_command(cmd)))
+                return
+            # A command may take a while (a lock write, a config restart): acks must keep flowing.
+            task = asyncio.create_task(self._command(cmd), name=f"command-{cmd.id}")
+            self._command_tasks.add(task)
+            task.add_done_callback(self._command_tasks.discard)
         elif channel == Channel.CONFIG:
             # Remote configuration arrives with the commands issue; until then say so plainly.
             log.info(
                 "config push received (%d bytes); remote configuration is not supported yet", len(payload)
             )
+
+    async def _command(self, cmd: Command) -> None:
+        assert self.commands is not None
+        try:
+            result = await self.commands.execute(cmd)
+        except Exception as e:  # never leave the cloud without an answer
+            log.exception("command %s failed", cmd.id)
+            result = CommandResult(
+                id=cmd.id, ok=False, code="failed", detail=f"{type(e).__name__}: {e}"[:1000]
+            )
+        self.link.publish(topic(self.gateway_id, Channel.CMD_RESULT), encode(result))
 
     def _run_command(self, cmd: Command) -> CommandResult:
         if cmd.name == "ping":

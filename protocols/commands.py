@@ -27,6 +27,9 @@ class ResultCode(StrEnum):
     FAILED = "failed"  # tried and did not work (a write not confirmed, a config that did not start)
     UNSUPPORTED = "unsupported"  # this gateway has nothing to do it with (e.g. no camera)
     PENDING = "pending"  # a part of a multi-part command: taken, waiting for the rest
+    # access.sync: the delta's base is not the store's version; ``data.version`` says what it is,
+    # and the cloud answers with a delta from there (or a reset).
+    VERSION_MISMATCH = "version_mismatch"
 
 
 class _Args(BaseModel):

@@ -27,7 +27,11 @@ KNOWN_KINDS: dict[str, Lane] = {
     "smoke.alarm": Lane.LIFE_SAFETY,
     "smoke.clear": Lane.LIFE_SAFETY,
     "panic.alarm": Lane.LIFE_SAFETY,
-    "door.egress_released": Lane.LIFE_SAFETY,
+    "door.egress_released": Lane.LIFE_SAFETY,  # the gateway released egress doors for a fire
+    "fire.alarm_cleared": Lane.LIFE_SAFETY,
+    "fire.release_fault": Lane.LIFE_SAFETY,  # an egress door the gateway could not release
+    "fire.reset_refused": Lane.LIFE_SAFETY,
+    "fire.reset_input": Lane.LIFE_SAFETY,
     # security and access
     "access.granted": Lane.SECURITY,
     "access.denied": Lane.SECURITY,
@@ -44,11 +48,32 @@ KNOWN_KINDS: dict[str, Lane] = {
     "device.fault": Lane.SECURITY,
     "device.fault_cleared": Lane.SECURITY,
     "door.lock_state": Lane.SECURITY,
+    "door.secured": Lane.SECURITY,  # closed again after a forced or held-open alarm
+    "door.exit_request": Lane.SECURITY,
+    "door.remote_unlock": Lane.SECURITY,
+    "door.mode": Lane.SECURITY,  # scheduled unlock, first person in, back to normal
+    "access.store_updated": Lane.SECURITY,
+    "intrusion.arming": Lane.SECURITY,
+    "intrusion.armed": Lane.SECURITY,
+    "intrusion.disarmed": Lane.SECURITY,
+    "intrusion.entry_delay": Lane.SECURITY,
+    "intrusion.alarm": Lane.SECURITY,
+    "intrusion.unconfirmed": Lane.SECURITY,
+    "intrusion.bypassed": Lane.SECURITY,
+    "intrusion.bypass_ended": Lane.SECURITY,
+    "intrusion.supervision_fault": Lane.SECURITY,
+    "intrusion.supervision_restored": Lane.SECURITY,
+    "intrusion.arm_refused": Lane.SECURITY,
+    "equipment.fault": Lane.SECURITY,
+    "equipment.fault_cleared": Lane.SECURITY,
     # the gateway's own reports
     "gateway.started": Lane.SECURITY,
     "gateway.evicted": Lane.SECURITY,  # data: {"ranges": [[a, b], ...], "count": n, "bytes": n}
     "gateway.store_full": Lane.SECURITY,
     "gateway.refused": Lane.SECURITY,  # data: {"count": n} telemetry refused while the store was full
+    "gateway.config_applied": Lane.SECURITY,
+    "gateway.config_rolled_back": Lane.SECURITY,
+    "gateway.command": Lane.SECURITY,  # a command from the cloud, who asked, and its result
     # telemetry
     "telemetry.point": Lane.TELEMETRY,
     "meter.reading": Lane.TELEMETRY,

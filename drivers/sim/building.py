@@ -64,8 +64,9 @@ UNITS = {
     "setpoint": "degC",
     "run_hours": "h",
 }
-# How often each kind of device is read: doors and detectors at once, meters at leisure.
-POLL_MS = {"io": 250, "meter": 5000, "plant": 2000}
+# How often each kind of device is read: doors and detectors at once (a fire release budget is
+# 250 ms from the detector to the relay, detection included), meters at leisure.
+POLL_MS = {"io": 100, "meter": 5000, "plant": 2000}
 DEADBAND = {"power": 0.5, "flow": 0.1, "voltage": 1.0, "chw_supply_temp": 0.1, "chw_return_temp": 0.1}
 
 
@@ -98,6 +99,74 @@ class SensorSpec:
     extra: dict[str, Any]
 
 
+# The building's doors (``[[doors]]``): the lobby and plant-room doors are on escape routes and
+# released in a fire; the car-park gate is not.
+DOORS: list[dict[str, Any]] = [
+    {
+        "name": "door-lobby-east",
+        "lock": "io-lobby/lock_1",
+        "contact": "door-lobby-east",
+        "exit_request": "rex-lobby-east",
+        "strike_s": 5.0,
+        "held_open_s": 30.0,
+        "prealarm_s": 10.0,
+        "egress": True,
+        "camera": "cam-lobby",
+    },
+    {
+        "name": "door-carpark-1",
+        "lock": "io-lobby/lock_2",
+        "contact": "door-carpark-1",
+        "exit_request": "rex-carpark-1",
+        "strike_s": 5.0,
+        "held_open_s": 60.0,
+        "prealarm_s": 15.0,
+    },
+    {
+        "name": "door-plantroom",
+        "lock": "io-plantroom/lock_1",
+        "contact": "door-plantroom",
+        "exit_request": "rex-plantroom",
+        "strike_s": 5.0,
+        "held_open_s": 20.0,
+        "prealarm_s": 5.0,
+        "egress": True,
+        "fire_zones": ["B1 plant room"],
+    },
+]
+ZONES: list[dict[str, Any]] = [
+    {
+        "name": "lobby",
+        "sensors": ["pir-lobby", "pir-lobby-lift"],
+        "entry_sensors": ["pir-lobby"],
+        "entry_delay_s": 30.0,
+        "exit_delay_s": 30.0,
+    },
+    {"name": "plant room", "sensors": ["pir-plantroom"], "entry_delay_s": 20.0, "exit_delay_s": 20.0},
+]
+RULES: list[dict[str, Any]] = [
+    {
+        "name": "chiller-1-supply-high",
+        "asset": "CH-1",
+        "fault": "chw_supply_high",
+        "kind": "above",
+        "point": "chiller-1/chw_supply_temp",
+        "threshold": 10.0,
+        "hysteresis": 1.0,
+        "min_duration_s": 10.0,
+    },
+    {
+        "name": "pump-2-no-run-feedback",
+        "asset": "PU-2",
+        "fault": "run_feedback_missing",
+        "kind": "mismatch",
+        "command_point": "pump-2/run_command",
+        "feedback_point": "pump-2/running",
+        "min_duration_s": 5.0,
+    },
+]
+
+
 class Building:
     """The simulated building. ``async with Building() as b:`` starts every device."""
 
@@ -112,7 +181,7 @@ class Building:
                 chiller("chiller-1"),
                 pump("pump-2"),
                 io_module("io-lobby", doors=2, detectors=2, pirs=2),
-                io_module("io-plantroom", doors=1, detectors=1, pirs=1),
+                io_module("io-plantroom", doors=1, detectors=1, pirs=1, fire_panel=True),
             ],
             tick_s=1.0,
         )
@@ -184,6 +253,13 @@ class Building:
             SensorSpec("lock-lobby-east", "lock_relay", "io-lobby/lock_1", {"door": "door-lobby-east"}),
             SensorSpec("lock-carpark-1", "lock_relay", "io-lobby/lock_2", {"door": "door-carpark-1"}),
             SensorSpec("lock-plantroom", "lock_relay", "io-plantroom/lock_1", {"door": "door-plantroom"}),
+            SensorSpec("rex-lobby-east", "exit_request", "io-lobby/rex_1", {"door": "door-lobby-east"}),
+            SensorSpec("rex-carpark-1", "exit_request", "io-lobby/rex_2", {"door": "door-carpark-1"}),
+            SensorSpec("rex-plantroom", "exit_request", "io-plantroom/rex_1", {"door": "door-plantroom"}),
+            SensorSpec(
+                "fire-panel", "fire_panel", "io-plantroom/fire_panel_alarm", {"zone": "", "fire_system": True}
+            ),
+            SensorSpec("fire-reset-key", "fire_reset", "io-plantroom/fire_reset_key", {}),
             SensorSpec("chiller-1-run", "run_signal", "chiller-1/running", {"asset": "CH-1"}),
             SensorSpec("pump-2-run", "run_signal", "pump-2/running", {"asset": "PU-2"}),
             SensorSpec(
@@ -275,7 +351,48 @@ class Building:
             parts.append(
                 _table("[[sensors]]", {"name": s.name, "meaning": s.meaning, "point": s.point, **s.extra})
             )
+        parts.append(self.local_config())
         return "\n".join(parts)
+
+    def local_config(self) -> str:
+        """The local-action sections: the building's doors, fire release, intrusion zones and
+        equipment rules."""
+        parts = [_table("[access]", {"timezone": "Asia/Shanghai", "stale_after_s": 7 * 24 * 3600.0})]
+        for d in DOORS:
+            parts.append(_table("[[doors]]", d))
+        for z in ZONES:
+            parts.append(_table("[[intrusion_zones]]", z))
+        for r in RULES:
+            parts.append(_table("[[rules]]", r))
+        return "\n".join(parts)
+
+    def lock_released(self, door: str) -> bool:
+        """Does the simulated lock relay of ``door`` stand released (its coil off)?"""
+        for d in DOORS:
+            if d["name"] == door:
+                device, point = str(d["lock"]).split("/")
+                return not self.modbus[device].points[point].value
+        raise KeyError(f"no door {door!r}")
+
+    @staticmethod
+    def credentials_csv() -> str:
+        """The demo's cardholders, in the cloud's credential import format."""
+        rows = ["id,card,facility,holder,levels,offline_ok,first_person_in"]
+        for card, facility, holder in CARDS:
+            if card == 31337:
+                continue  # the unknown card stays unknown
+            security = "security" in holder
+            levels = "staff;plant" if "facilities" in holder or security else "staff"
+            rows.append(f"c-{card},{card},{facility},{holder},{levels},{str(security).lower()},false")
+        return "\n".join(rows) + "\n"
+
+    @staticmethod
+    def levels_csv() -> str:
+        return (
+            "id,name,doors,schedule\n"
+            "staff,All staff,door-lobby-east;door-carpark-1,\n"
+            "plant,Plant room,door-plantroom,\n"
+        )
 
     # ------------------------------------------------------------------ acting
 
@@ -317,6 +434,10 @@ class Building:
             "restore_device": self._restore,
             "break_meter": self._break_meter,
             "set": self._set,
+            "exit_request": self._exit_request,
+            "fire_alarm": self._fire_alarm,
+            "clear_fire_alarm": self._clear_fire_alarm,
+            "fire_reset_key": self._fire_reset_key,
         }
 
     async def _binary(self, target: str, meaning: str, on: bool) -> str:
@@ -398,6 +519,33 @@ class Building:
         await self.modbus[target].break_meter()
         return f"meter {target} broken (NaN, frozen)"
 
+    async def _exit_request(self, target: str, **_: Any) -> str:
+        """Someone presses the exit button of door ``target`` (a momentary press)."""
+        s = next(
+            (x for x in self.sensors if x.meaning == "exit_request" and x.extra.get("door") == target), None
+        )
+        if s is None:
+            raise KeyError(f"door {target!r} has no exit request button")
+        await self.set_point(s.point, True)
+        await asyncio.sleep(0.5)
+        await self.set_point(s.point, False)
+        return f"exit button of {target} pressed"
+
+    async def _fire_alarm(self, target: str = "", **_: Any) -> str:
+        await self.set_point("io-plantroom/fire_panel_alarm", True)
+        return "fire panel: general alarm"
+
+    async def _clear_fire_alarm(self, target: str = "", **_: Any) -> str:
+        await self.set_point("io-plantroom/fire_panel_alarm", False)
+        return "fire panel: alarm cleared"
+
+    async def _fire_reset_key(self, target: str = "", **_: Any) -> str:
+        """The key switch beside the panel turned to reset and back."""
+        await self.set_point("io-plantroom/fire_reset_key", True)
+        await asyncio.sleep(0.5)
+        await self.set_point("io-plantroom/fire_reset_key", False)
+        return "fire reset key turned"
+
     async def _set(self, target: str, value: Any = None, **_: Any) -> str:
         await self.set_point(target, value)
         return f"{target} = {value!r}"
@@ -415,8 +563,12 @@ class Building:
             door = self.readers[reader][1]
             try:
                 await self._card(reader, card=card, facility=facility)
-                if card != 31337:
-                    await asyncio.sleep(1.0)
+                # The holder pulls the door when the lock clicks open, and walks away when not.
+                for _ in range(20):
+                    await asyncio.sleep(0.1)
+                    if self.lock_released(door):
+                        break
+                if self.lock_released(door):
                     await self._open_door(door)
                     await asyncio.sleep(rng.uniform(2, 5))
                     await self._close_door(door)

@@ -141,6 +141,8 @@ class SimModbusDevice:
         self.max_in_flight = 0
         self.state: dict[str, Any] = {}  # a profile's own memory (e.g. exact counter values)
         self.server: ModbusTcpServer | ModbusSerialServer | None = None
+        # Called with (point, value) when a client writes a point: benchmarks time relays by it.
+        self.on_write: list[Callable[[str, Value], None]] = []
         self._internal = False
         self._by_table: dict[str, list[SimPoint]] = {t: [] for t in _TABLE_INDEX}
         for p in self.points.values():
@@ -188,7 +190,22 @@ class SimModbusDevice:
                 self.in_flight -= 1
         if values is None and self.churn:
             await self._churn(_TABLE_OF_FC[fc], registers)
+        if values is not None:
+            self._written(_TABLE_OF_FC[fc], address, values)
         return None
+
+    def _written(self, table: str, address: int, values: list[int] | list[bool]) -> None:
+        """A client wrote: the points read back what it wrote, and watchers hear of it (a relay
+        module's outputs follow its coils)."""
+        for p in self._by_table[table]:
+            at = p.address - address
+            if 0 <= at and at + p.width <= len(values):
+                if p.type == "bool":
+                    p.value = bool(values[at])
+                else:
+                    p.value = p.codec.decode([int(v) for v in values], at)
+                for watch in self.on_write:
+                    watch(p.name, p.value)
 
     async def _churn(self, table: str, registers: list[int]) -> None:
         self.generation += 1
@@ -414,11 +431,21 @@ def chiller(name: str, **kw: Any) -> SimModbusDevice:
 pump = chiller
 
 
-def io_module(name: str, doors: int = 4, detectors: int = 4, pirs: int = 4, **kw: Any) -> SimModbusDevice:
-    """Door contacts at inputs 0.., smoke detectors at 16.., PIR at 32..; lock relays at coils 0.."""
+def io_module(
+    name: str, doors: int = 4, detectors: int = 4, pirs: int = 4, fire_panel: bool = False, **kw: Any
+) -> SimModbusDevice:
+    """Door contacts at inputs 0.., smoke detectors at 16.., PIR at 32.., exit request buttons at
+    48..; with ``fire_panel`` the panel's alarm contact at 60 and the fire reset key at 61; lock
+    relays at coils 0.. (energised = locked, as a fail-safe maglock)."""
     pts = [SimPoint(f"door_{i + 1}", "discrete_input", i, "bool", False) for i in range(doors)]
     pts += [SimPoint(f"smoke_{i + 1}", "discrete_input", 16 + i, "bool", False) for i in range(detectors)]
     pts += [SimPoint(f"pir_{i + 1}", "discrete_input", 32 + i, "bool", False) for i in range(pirs)]
+    pts += [SimPoint(f"rex_{i + 1}", "discrete_input", 48 + i, "bool", False) for i in range(doors)]
+    if fire_panel:
+        pts += [
+            SimPoint("fire_panel_alarm", "discrete_input", 60, "bool", False),
+            SimPoint("fire_reset_key", "discrete_input", 61, "bool", False),
+        ]
     pts += [SimPoint(f"lock_{i + 1}", "coil", i, "bool", True) for i in range(doors)]
     return SimModbusDevice(name, pts, **kw)
 

@@ -1,0 +1,321 @@
+"""Local action: what the gateway decides and does by itself, with the cloud, the broker and the
+network gone. The hub between the sensors' meanings and the outbox.
+
+``LocalAction`` is an ``EventSink``: the drivers' events (after drivers/sensors.py gave them their
+meanings) pass through it on their way into the outbox. Each event is first shown to the local
+modules, synchronously and in this order: fire release (edge/fire.py), doors (edge/doors.py),
+intrusion zones (edge/intrusion.py), equipment rules (edge/rules.py). A module changes its state
+and returns the events that change produces; anything that needs I/O (a lock relay's write) is
+done by the module's own tasks, woken at once, so a smoke alarm's release starts before the alarm
+is even committed. Then the events and what they caused are stored together.
+
+Cards come in through ``on_card`` (the readers' hook): a decision from the credential store
+(edge/access.py), the strike, the reader's LED, and the decision as an event.
+
+Commands from the cloud (edge/commands.py) reach the modules through ``handlers()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from edge.access import AccessRequest, CredentialStore
+from edge.clock import Clock
+from edge.commands import Handler, Refused
+from edge.doors import Doors
+from edge.fire import FireRelease
+from edge.intrusion import ArmRefused, Intrusion
+from edge.rules import EquipmentRules
+from protocols.access import AccessDelta
+from protocols.commands import DoorUnlock, FireReset, ResultCode, ZoneArgs, ZoneBypass
+from protocols.envelope import Command
+from protocols.events import NewEvent
+from protocols.sink import EventSink
+
+if TYPE_CHECKING:
+    from drivers.readers.card import CardRead
+    from edge.config import GatewayConfig
+    from edge.fieldbus import FieldDriver
+
+log = logging.getLogger(__name__)
+
+
+class PointWriter:
+    """Writes ``device/point`` through whichever field driver owns the device."""
+
+    def __init__(self) -> None:
+        self.drivers: dict[str, FieldDriver] = {}
+
+    def bind(self, drivers: dict[str, FieldDriver]) -> None:
+        self.drivers = drivers
+
+    async def write(self, point: str, value: bool | int | float) -> None:
+        device, _, name = point.partition("/")
+        modbus: Any = self.drivers.get("modbus")
+        if modbus is not None and device in modbus.devices:
+            await modbus.write(point, value)
+            return
+        bacnet: Any = self.drivers.get("bacnet")
+        if bacnet is not None and device in bacnet.sessions:
+            await bacnet.write(device, name, value)
+            return
+        raise KeyError(f"no field device {device!r} to write {point} on")
+
+
+class LocalAction:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        inner: EventSink,
+        clock: Clock,
+        store: CredentialStore,
+        *,
+        state_dir: Path | None,
+        monotonic: Any = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.inner = inner
+        self.clock = clock
+        self.store = store
+        self.tz = ZoneInfo(cfg.access.timezone)
+        self.writer = PointWriter()
+        self.doors = Doors(
+            cfg.doors,
+            self.writer.write,
+            self._emit,
+            local_time=self.local_time,
+            holidays=self._holidays,
+            monotonic=monotonic,
+        )
+        self.fire = FireRelease(self.doors, self._emit, cfg.fire, state_dir)
+        self.intrusion = Intrusion(
+            cfg.intrusion_zones,
+            self._emit,
+            state_dir=state_dir,
+            monotonic=monotonic,
+            wall=self.local_time,
+            holidays=self._holidays,
+        )
+        self.rules = EquipmentRules(cfg.rules, self._emit, monotonic=monotonic)
+        self._background: set[asyncio.Task[Any]] = set()
+        self.decisions = 0
+
+    def _holidays(self) -> frozenset[date]:
+        return self.store.holidays()
+
+    def local_time(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.now_ms() / 1000, self.tz)
+
+    async def _emit(self, events: Sequence[NewEvent]) -> None:
+        await self.inner.emit(events)
+
+    # ------------------------------------------------------------ the event path
+
+    async def emit(self, events: Sequence[NewEvent]) -> None:
+        derived: list[NewEvent] = []
+        for e in events:
+            if e.kind == "telemetry.point":
+                # Readings only matter to the equipment rules; the meanings came before them.
+                derived.extend(self.rules.handle(e))
+                continue
+            derived.extend(self.fire.handle(e))
+            derived.extend(self.doors.handle(e))
+            derived.extend(self.intrusion.handle(e))
+            derived.extend(self.rules.handle(e))
+        await self.inner.emit([*events, *derived] if derived else events)
+
+    def startup_events(self) -> list[NewEvent]:
+        return [*self.fire.startup_events(), *self.intrusion.startup_events()]
+
+    async def run(self) -> None:
+        # Doors released for a fire before a restart are released again before anything else.
+        if events := self.startup_events():
+            await self._emit(events)
+        # Each part on its own, restarted if it fails: a bug in an equipment rule must never stop
+        # a door's lock from being driven.
+        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            (f"door {d.name}", d.reconcile) for d in self.doors.doors.values()
+        ]
+        parts += [
+            ("door timers", self.doors.timers),
+            ("intrusion", self.intrusion.run),
+            ("rules", self.rules.run),
+        ]
+        async with asyncio.TaskGroup() as tg:
+            for name, run in parts:
+                tg.create_task(self._supervised(name, run), name=name)
+
+    async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await run()
+                return
+            except Exception as e:
+                log.exception("local action: %s failed; restarting in %.1f s", name, delay)
+                with contextlib.suppress(Exception):
+                    await self._emit(
+                        [
+                            NewEvent(
+                                "device.fault",
+                                "gateway",
+                                {"fault": "local_action_error", "part": name, "detail": repr(e)[:200]},
+                            )
+                        ]
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # ------------------------------------------------------------ cards
+
+    async def on_card(self, read: CardRead) -> None:
+        door = self.doors.doors.get(read.door)
+        if door is None:
+            return  # an enrolment desk reader, or a reader whose door is not ours to open
+        c = door.cfg
+        req = AccessRequest(
+            card=read.card,
+            facility=read.facility,
+            door=door.name,
+            reader=read.reader,
+            direction="out" if read.reader in c.exit_readers else "in",
+            area=c.area,
+            antipassback=c.antipassback,
+            keypad=c.keypad,
+        )
+        decision = self.store.decide(
+            req,
+            now_ms=self.clock.now_ms(),
+            clock_synced=self.clock.synced(),
+            stale_after_s=self.cfg.access.stale_after_s,
+            tz=self.tz,
+        )
+        self.decisions += 1
+        events = [decision.event(req, time_ms=read.read_ms)]
+        if decision.granted:
+            door.pulse(c.strike_s)  # the reconciler writes the relay now
+            if decision.first_person_in:
+                events.extend(self.doors.first_person_in(door, decision.holder))
+        self._spawn(read.indicate(decision.granted))
+        await self.inner.emit(events)
+
+    def _spawn(self, aw: Any) -> None:
+        task = asyncio.ensure_future(aw)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------ commands
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "ping": self._ping,
+            "door.unlock": self._door_unlock,
+            "intrusion.arm": self._arm,
+            "intrusion.disarm": self._disarm,
+            "intrusion.bypass": self._bypass,
+            "fire.reset": self._fire_reset,
+            "access.sync": self._access_sync,
+        }
+
+    async def _ping(self, args: Any, cmd: Command) -> tuple[str, dict[str, Any]]:
+        return "pong", {}
+
+    async def _door_unlock(self, args: DoorUnlock, cmd: Command) -> tuple[str, dict[str, Any]]:
+        door = self.doors.doors.get(args.door)
+        if door is None:
+            raise Refused(ResultCode.BAD_ARGS, f"no door {args.door!r} on this gateway")
+        if not door.cfg.remote_unlock:
+            raise Refused(ResultCode.UNAUTHORISED, f"door {args.door} does not allow remote unlock")
+        seconds = args.seconds or door.cfg.strike_s
+        door.pulse(seconds)
+        await self._emit(
+            [
+                NewEvent(
+                    "door.remote_unlock",
+                    door.name,
+                    {"door": door.name, "by": cmd.by, "command": cmd.id, "seconds": seconds},
+                )
+            ]
+        )
+        if not await door.confirmed(min(seconds, 3.0)):
+            raise Refused(
+                ResultCode.FAILED, f"door {door.name}: the lock did not confirm: {door.write_error}"
+            )
+        return f"door {door.name} unlocked for {seconds:g} s", {"door": door.name, "seconds": seconds}
+
+    async def _arm(self, args: ZoneArgs, cmd: Command) -> tuple[str, dict[str, Any]]:
+        try:
+            events = self.intrusion.arm(args.zone, cmd.by)
+        except ArmRefused as e:
+            await self._emit([e.event])
+            raise Refused(ResultCode.REFUSED, str(e)) from None
+        except KeyError as e:
+            raise Refused(ResultCode.BAD_ARGS, str(e)) from None
+        await self._emit(events)
+        return f"zone {args.zone} arming", {"zone": args.zone}
+
+    async def _disarm(self, args: ZoneArgs, cmd: Command) -> tuple[str, dict[str, Any]]:
+        try:
+            events = self.intrusion.disarm(args.zone, cmd.by)
+        except KeyError as e:
+            raise Refused(ResultCode.BAD_ARGS, str(e)) from None
+        await self._emit(events)
+        return f"zone {args.zone} disarmed", {"zone": args.zone}
+
+    async def _bypass(self, args: ZoneBypass, cmd: Command) -> tuple[str, dict[str, Any]]:
+        try:
+            events = self.intrusion.bypass(args.zone, args.sensor, args.bypass, cmd.by)
+        except KeyError as e:
+            raise Refused(ResultCode.BAD_ARGS, str(e)) from None
+        await self._emit(events)
+        word = "bypassed" if args.bypass else "back in service"
+        return f"{args.sensor} in zone {args.zone} {word}", {"zone": args.zone, "sensor": args.sensor}
+
+    async def _fire_reset(self, args: FireReset, cmd: Command) -> tuple[str, dict[str, Any]]:
+        ok, detail = self.fire.reset(args.zone, cmd.by)
+        if not ok:
+            await self._emit(
+                [NewEvent("fire.reset_refused", "fire-release", {"by": cmd.by, "detail": detail})]
+            )
+            raise Refused(ResultCode.REFUSED, detail)
+        return detail, {}
+
+    async def _access_sync(self, args: AccessDelta, cmd: Command) -> tuple[str, dict[str, Any]]:
+        outcome = await self.store.apply(args, now_ms=self.clock.now_ms())
+        code = {
+            "applied": ResultCode.DONE,
+            "current": ResultCode.DONE,
+            "pending": ResultCode.PENDING,
+            "version_mismatch": ResultCode.VERSION_MISMATCH,
+        }[outcome.code]
+        if outcome.code == "applied":
+            await self._emit(
+                [
+                    NewEvent(
+                        "access.store_updated",
+                        "access",
+                        {"version": outcome.version, "base": args.base, "reset": args.reset, "by": cmd.by},
+                    )
+                ]
+            )
+        return outcome.detail or outcome.code, {"version": outcome.version, "_code": code.value}
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        now_ms = self.clock.now_ms()
+        return {
+            "doors": self.doors.status(),
+            "fire": self.fire.status(),
+            "intrusion": self.intrusion.status(),
+            "rules": self.rules.status(),
+            "access": {**self.store.stats(), "age_s": self.store.age_s(now_ms), "decisions": self.decisions},
+        }
