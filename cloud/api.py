@@ -16,7 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud import metrics
-from cloud.config import CloudConfig, api_token
+from cloud.access.endpoints import router as access_router
+from cloud.commands.endpoints import router as commands_router
+from cloud.commands.service import Publisher
+from cloud.config import CloudConfig, api_token, api_token_owner
 from cloud.db import SessionFactory, is_transient
 from cloud.events.endpoints import router as events_router
 from cloud.kit.errors import CloudError, Unauthorized
@@ -48,6 +51,7 @@ class GatewayOut(BaseModel):
     state_time: datetime | None
     event_count: int
     created_at: datetime
+    access_version: int
 
 
 gateways_router = APIRouter(tags=["gateways"])
@@ -58,8 +62,16 @@ async def get_gateways(session: SessionDep) -> list[GatewayOut]:
     return [GatewayOut.model_validate(g) for g in await list_gateways(session)]
 
 
-def create_app(config: CloudConfig, sessions: SessionFactory, *, token: str | None = None) -> FastAPI:
-    """The API app on ``sessions``. ``token`` defaults to the configured (or kept) API token."""
+def create_app(
+    config: CloudConfig,
+    sessions: SessionFactory,
+    *,
+    token: str | None = None,
+    publisher: Publisher | None = None,
+) -> FastAPI:
+    """The API app on ``sessions``. ``token`` defaults to the configured (or kept) API token.
+    ``publisher`` sends commands to the gateways (the server's MQTT link); without one, sending a
+    command answers 503 and access changes are not pushed (the gateways catch up at birth)."""
     app = FastAPI(
         title="Gatehouse cloud",
         version="1",
@@ -67,12 +79,14 @@ def create_app(config: CloudConfig, sessions: SessionFactory, *, token: str | No
     )
     app.state.sessions = sessions
     app.state.api_token = token or api_token(config)
+    app.state.token_owner = api_token_owner(config)
+    app.state.publisher = publisher
     app.state.config = config
 
     @app.exception_handler(CloudError)
     async def _domain_error(_request: Request, exc: CloudError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-        return JSONResponse({"detail": str(exc), "code": exc.code}, exc.status_code, headers=headers)
+        return JSONResponse(exc.payload(), exc.status_code, headers=headers)
 
     async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         if is_transient(exc):
@@ -117,5 +131,7 @@ def create_app(config: CloudConfig, sessions: SessionFactory, *, token: str | No
     )
     api.include_router(gateways_router)
     api.include_router(events_router)
+    api.include_router(commands_router)
+    api.include_router(access_router)
     app.include_router(api)
     return app

@@ -1,10 +1,11 @@
-"""``gatehouse cloud ...``: serve, ingest, migrate, and the gateway registry.
+"""``gatehouse cloud ...``: serve, ingest, migrate, the gateway registry, and commands to gateways.
 
 Exit status: 0 done, 1 failed (the reason on stderr), 2 unusable config or arguments.
 """
 
 import argparse
 import asyncio
+import getpass
 import logging
 import os
 import sys
@@ -15,11 +16,30 @@ from typing import Any
 
 import orjson
 
+from cloud.commands.repository import find_command
+from cloud.commands.schemas import CommandOut
+from cloud.commands.service import (
+    DEFAULT_EXPIRES_S,
+    MAX_BY_LENGTH,
+    MAX_EXPIRES_S,
+    Status,
+    check_args,
+    issue_command,
+    record_result,
+    shown_status,
+)
 from cloud.config import CloudConfig, broker_address, load_cloud_config
-from cloud.kit.errors import CloudError
+from cloud.db import SessionFactory
+from cloud.kit.errors import CloudError, InvalidInput
+from cloud.models import GatewayCommand
+from cloud.mqtt_link import Inbound
 from cloud.registry import add_gateway, list_gateways, sync_mosquitto_files
-from cloud.server import StartupFailed, open_database, run_ingest, serve
+from cloud.server import StartupFailed, command_link, open_database, run_ingest, serve
+from protocols.commands import COMMANDS
 from protocols.configuration import ConfigError
+from protocols.envelope import CommandResult, decode
+from protocols.errors import ProtocolError
+from protocols.topics import Channel, topic, valid_gateway_id
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +100,40 @@ def add_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser
     _config_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     p.set_defaults(func=_gateway_list)
+
+    p = gateway_sub.add_parser(
+        "command",
+        help="send a gateway a command and print its answer",
+        description="Send GATEWAY the command NAME through the broker, recorded with who asked, and "
+        "wait for its answer. Exit status 0 when the gateway did it, 1 when it refused, failed, "
+        "found it expired or did not answer in time, 2 for unusable arguments. "
+        f"Commands: {', '.join(sorted(COMMANDS))}.",
+    )
+    p.add_argument("gateway_id", metavar="GATEWAY", help="the gateway's id")
+    p.add_argument("name", metavar="NAME", help="the command, e.g. door.unlock")
+    p.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument (repeatable), e.g. --arg door=front --arg seconds=5; numbers and true/false "
+        "are read as the command needs them",
+    )
+    p.add_argument("--args-json", metavar="JSON", help="the arguments as a JSON object (--arg wins)")
+    p.add_argument(
+        "--expires",
+        type=float,
+        default=DEFAULT_EXPIRES_S,
+        metavar="S",
+        help=f"the gateway refuses it after S seconds (default {DEFAULT_EXPIRES_S}, at most {MAX_EXPIRES_S})",
+    )
+    p.add_argument(
+        "--wait", type=float, default=10.0, metavar="S", help="wait S seconds for the answer (default 10)"
+    )
+    p.add_argument("--by", metavar="NAME", help="who asks (default: your login name)")
+    p.add_argument("--json", action="store_true", help="print the command and its answer as JSON")
+    _config_option(p)
+    p.set_defaults(func=_gateway_command)
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:
@@ -192,6 +246,135 @@ def _gateway_list(args: argparse.Namespace) -> int:
             print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
 
     return _run(args, work)
+
+
+def _command_args(args: argparse.Namespace) -> dict[str, Any]:
+    """--args-json, then each --arg KEY=VALUE over it. Raises InvalidInput."""
+    given: dict[str, Any] = {}
+    if args.args_json:
+        try:
+            given = orjson.loads(args.args_json)
+        except orjson.JSONDecodeError as e:
+            raise InvalidInput(f"--args-json: not JSON: {e}") from None
+        if not isinstance(given, dict):
+            raise InvalidInput('--args-json: must be a JSON object, e.g. \'{"door": "front"}\'')
+    for item in args.arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--arg {item!r}: expected KEY=VALUE")
+        given[key.strip()] = value
+    return given
+
+
+def _login_name() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return "cli"
+
+
+def _gateway_command(args: argparse.Namespace) -> int:
+    try:
+        if not valid_gateway_id(args.gateway_id):
+            raise InvalidInput(f"GATEWAY: {args.gateway_id!r} is not a gateway id")
+        checked = check_args(args.name, _command_args(args))
+        if not 1 <= args.expires <= MAX_EXPIRES_S:
+            raise InvalidInput(f"--expires: 1 to {MAX_EXPIRES_S} seconds, not {args.expires:g}")
+        by = args.by or _login_name()
+        if len(by) > MAX_BY_LENGTH:
+            raise InvalidInput(f"--by: at most {MAX_BY_LENGTH} characters")
+    except InvalidInput as e:
+        print(f"gatehouse cloud gateway command: {e}", file=sys.stderr)
+        return 2
+
+    async def work(config: CloudConfig) -> int:
+        answers: dict[str, tuple[CommandResult, datetime]] = {}
+        arrived = asyncio.Event()
+
+        def on_result(inbound: Inbound) -> None:
+            try:
+                result = decode(inbound.payload, CommandResult)
+            except ProtocolError:
+                return
+            answers[result.id] = (result, inbound.received_time)
+            arrived.set()
+
+        gw = args.gateway_id
+        async with open_database(config) as (_engine, sessions):
+            # Subscribed to the gateway's answers before anything is sent: the answer cannot pass
+            # unseen, even with no ingest running to record it.
+            link = command_link(config, "cli", [topic(gw, Channel.CMD_RESULT)], on_result)
+            link.start()
+            try:
+                try:
+                    await asyncio.wait_for(link.subscribed.wait(), 15)
+                except TimeoutError:
+                    print(
+                        f"gatehouse cloud: cannot reach the MQTT broker at {broker_address(config).url}",
+                        file=sys.stderr,
+                    )
+                    return 1
+                command = await issue_command(
+                    sessions, link, gw, args.name, checked, by=by, expires_in_s=args.expires
+                )
+                command = await _await_answer(sessions, command, answers, arrived, args.wait)
+            finally:
+                await link.stop()
+        _print_command(command, args.json, args.wait)
+        return 0 if command.status == Status.DONE else 1
+
+    return _run(args, work)
+
+
+async def _await_answer(
+    sessions: SessionFactory,
+    command: GatewayCommand,
+    answers: dict[str, tuple[CommandResult, datetime]],
+    arrived: asyncio.Event,
+    wait_s: float,
+) -> GatewayCommand:
+    """The command once answered (heard here, or recorded by ingest), or as it stands at the end."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, wait_s)
+    while True:
+        heard = answers.get(command.id)
+        if heard is not None:
+            async with sessions() as session, session.begin():
+                recorded = await record_result(session, command.gateway_id, heard[0], heard[1])
+            return recorded or command
+        async with sessions() as session:
+            stored = await find_command(session, command.gateway_id, command.id)
+        if stored is not None:
+            command = stored
+            if command.status != Status.SENT:
+                return command
+        left = deadline - loop.time()
+        if left <= 0:
+            return command
+        arrived.clear()
+        try:
+            await asyncio.wait_for(arrived.wait(), min(0.5, left))
+        except TimeoutError:
+            pass
+
+
+def _print_command(command: GatewayCommand, as_json: bool, waited: float) -> None:
+    if as_json:
+        print(CommandOut.of(command).model_dump_json())
+        return
+    status = shown_status(command)
+    if command.status == Status.SENT:
+        print(
+            f"{command.gateway_id} {command.name}: no answer within {waited:g} s "
+            f"(command {command.id}, {status}; expires {command.expires_at:%Y-%m-%d %H:%M:%SZ})"
+        )
+        return
+    print(f"{command.gateway_id} {command.name}: {status} ({command.result_code})")
+    print(f"  command {command.id}, asked by {command.requested_by}")
+    if command.result_detail:
+        print(f"  detail: {command.result_detail}")
+    if command.result_data:
+        print(f"  data: {orjson.dumps(command.result_data).decode()}")
 
 
 def gateway_config(gateway_id: str, site: str, mqtt_url: str, password: str) -> str:

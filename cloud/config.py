@@ -40,6 +40,9 @@ class ApiConfig(_Section):
     host: str = "127.0.0.1"
     port: _Port = 8080
     token: str = ""
+    # Who the API token stands for until there are user accounts: recorded as who asked for each
+    # command sent through the API (``Command.by``) and each access import.
+    token_owner: Annotated[str, Field(min_length=1, max_length=128)] = "api"
 
 
 class MqttConfig(_Section):
@@ -158,6 +161,11 @@ def database_url(config: CloudConfig) -> str:
 def api_token(config: CloudConfig) -> str:
     """The API's bearer token: from the file, or made once and kept in ``{data_dir}/api-token``."""
     return config.api.token or _kept_secret(data_dir(config) / API_TOKEN_FILE)
+
+
+def api_token_owner(config: CloudConfig) -> str:
+    """Who the API token stands for: the name recorded as who asked (``api.token_owner``)."""
+    return config.api.token_owner
 
 
 def mqtt_password(config: CloudConfig) -> str:

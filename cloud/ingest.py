@@ -16,6 +16,12 @@ The rules of the sync contract, as this module keeps them:
 - An outage of the database is not the message's fault: nothing is acked, the same work is retried
   with capped exponential backoff until it commits, and ingest carries on from there.
 - A full queue drops the message (counted): the gateway resends what was not acked.
+
+State and command results come on the slow (control) path, never in the way of events: a birth
+sends the gateway the access data it lacks (or "you are current"), a command result is recorded on
+its command, and an ``access.sync`` refused for its base is answered with a delta from the version
+the gateway says it has. Those pushes run as tasks of their own (cloud/access/push.py), so a large
+delta never holds up the next state message.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,6 +38,8 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud import metrics
+from cloud.access.push import note_sync_result, push_after_mismatch, push_if_behind, push_on_birth
+from cloud.commands.service import record_result
 from cloud.config import CloudConfig, broker_address, database_url, mqtt_password
 from cloud.db import SessionFactory, create_engine, is_sqlite, is_transient, session_factory
 from cloud.events.rejects import record_reject
@@ -89,6 +98,9 @@ AlarmPlacement = Literal["loop", "thread", "only"]
 
 # How long ingest trusts that a gateway is registered before asking the database again.
 KNOWN_GATEWAY_TTL_S = 30.0
+# Access pushes (births, resets) running at once; more wait their turn.
+MAX_CONCURRENT_PUSHES = 4
+PUSH_ATTEMPTS = 5
 
 
 @dataclass(slots=True)
@@ -146,6 +158,8 @@ class Ingest:
         # pace). SQLite has one writer: one consumer.
         self._consumers = 1 if sqlite else 2
         self._known_until: dict[str, float] = {}  # gateway id -> monotonic time to ask again
+        self._pushes: set[asyncio.Task[None]] = set()
+        self._push_slots = asyncio.Semaphore(MAX_CONCURRENT_PUSHES)
         self._outage_since: float | None = None
         self._last_drop_log = 0.0
 
@@ -248,6 +262,9 @@ class Ingest:
                     )
                 tasks.create_task(self._consume_control(), name="ingest-control")
         finally:
+            for push in list(self._pushes):
+                push.cancel()  # the gateway gets what it lacks at its next birth
+            await asyncio.gather(*self._pushes, return_exceptions=True)
             if self._alarm_thread is not None:
                 self._alarm_thread.stop()
                 await asyncio.to_thread(self._alarm_thread.join)
@@ -547,7 +564,7 @@ class Ingest:
                 if channel is Channel.STATE:
                     await self._take_state(gateway_id, inbound)
                 elif channel is Channel.CMD_RESULT:
-                    self._take_command_result(gateway_id, inbound)
+                    await self._take_command_result(gateway_id, inbound)
             except Exception:
                 log.exception("ingest: failed on %s", inbound.topic)
 
@@ -566,7 +583,7 @@ class Ingest:
         while True:
             try:
                 async with self._gate.hold(), self._sessions() as session, session.begin():
-                    known = await apply_state(session, gateway_id, state)
+                    applied = await apply_state(session, gateway_id, state)
                     online = await count_online(session)
             except asyncio.CancelledError:
                 raise
@@ -581,27 +598,89 @@ class Ingest:
             break
         self._database_back()
         metrics.GATEWAYS_ONLINE.set(online)
-        if not known:
+        if not applied.known:
             metrics.REJECTS.labels(RejectReason.UNKNOWN_GATEWAY.value).inc()
             log.warning("ingest: ignored state of unregistered gateway %r", gateway_id)
             return
         log.info("gateway %s is %s", gateway_id, "online" if state.online else "offline")
+        if not state.online:
+            return
+        version = state.access_version
+        if applied.birth:
+            self._push(
+                f"the access data of {gateway_id} (at version {version})",
+                lambda: push_on_birth(self._sessions, self._main, gateway_id, version, hold=self._gate.hold),
+            )
+        else:
+            self._push(
+                f"the access data {gateway_id} lacks (at version {version})",
+                lambda: push_if_behind(self._sessions, self._main, gateway_id, version, hold=self._gate.hold),
+            )
 
-    def _take_command_result(self, gateway_id: str, inbound: Inbound) -> None:
+    async def _take_command_result(self, gateway_id: str, inbound: Inbound) -> None:
         try:
             result = decode(inbound.payload, CommandResult)
         except ProtocolError as e:
             metrics.REJECTS.labels(RejectReason.MALFORMED.value).inc()
             log.warning("ingest: ignored command result on %s: %s", inbound.topic, e)
             return
-        # Commands are not tracked in the database yet; the result is only logged.
-        log.info(
-            "gateway %s: command %s %s %s",
-            gateway_id,
-            result.id,
-            "ok" if result.ok else "failed",
-            result.detail,
-        )
+        attempt = 0
+        while True:
+            try:
+                async with self._gate.hold(), self._sessions() as session, session.begin():
+                    command = await record_result(session, gateway_id, result, inbound.received_time)
+                    have = None if command is None else await note_sync_result(session, command, result)
+                    name = command.name if command is not None else ""
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if is_transient(e):
+                    if not await self._wait_out_outage(e, attempt):
+                        return
+                    attempt += 1
+                    continue
+                log.exception("ingest: cannot record the result of command %s of %s", result.id, gateway_id)
+                return
+            break
+        self._database_back()
+        if command is None:
+            log.warning(
+                "ingest: ignored a result from %s for command %r, which it was not sent",
+                gateway_id,
+                result.id,
+            )
+            return
+        log.info("gateway %s: command %s %s: %s %s", gateway_id, result.id, name, result.code, result.detail)
+        if have is not None:
+            self._push(
+                f"the access data of {gateway_id} after a version mismatch (it has {have})",
+                lambda: push_after_mismatch(
+                    self._sessions, self._main, gateway_id, have, hold=self._gate.hold
+                ),
+            )
+
+    def _push(self, what: str, push: Callable[[], Awaitable[object]]) -> None:
+        """Run an access push beside the control path: retried through database outages a few
+        times, then left to the gateway's next birth."""
+
+        async def run() -> None:
+            async with self._push_slots:
+                for attempt in range(PUSH_ATTEMPTS):
+                    try:
+                        await push()
+                        return
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:
+                        if not is_transient(e):
+                            log.exception("ingest: cannot send %s", what)
+                            return
+                        await asyncio.sleep(min(self._retry_initial_s * 2**attempt, self._retry_max_s))
+                log.warning("ingest: gave up sending %s (database unavailable)", what)
+
+        task = asyncio.create_task(run(), name="ingest-push")
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
 
     # -- database outages
 

@@ -1,14 +1,26 @@
-"""The ingest tables: the gateway registry, the events and what ingest refused.
+"""The cloud's tables: the gateway registry, the events and what ingest refused (0001); the
+commands sent to gateways and each site's access-control data (0002).
 
 The migrations in ``cloud/migrations`` create these tables and are the truth about their DDL;
 on PostgreSQL the events table is partitioned by month, which these declarations do not show
 (the indexes declared here are the SQLite ones). Every time is stored in UTC.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, Index, Integer, SmallInteger, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    SmallInteger,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -71,6 +83,8 @@ class Gateway(Base):
     state_time: Mapped[datetime | None]  # the gateway's own clock when it sent its last state
     # Kept by ingest with each commit: counting a partitioned events table per request is not cheap.
     event_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The version of its credential store the gateway last reported (its birth, or a sync done).
+    access_version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Event(Base):
@@ -117,3 +131,115 @@ class IngestReject(Base):
     ranges: Mapped[list[list[int]] | None] = mapped_column(JsonDoc)
 
     __table_args__ = (Index("ingest_rejects_at", "at"),)
+
+
+class GatewayCommand(Base):
+    """A command sent to a gateway on ``cmd`` and what it answered on ``cmd/result``.
+
+    ``status``: sent, then what the answer's code says (done, pending, refused, failed, expired).
+    ``args`` are the arguments as sent, except for ``access.sync``, whose credential lists are
+    kept as counts (the data itself is in the access tables)."""
+
+    __tablename__ = "gateway_commands"
+
+    # Paging order; the command's own id (the one on the wire) is ``id``.
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str]  # uuid4 hex
+    gateway_id: Mapped[str]  # no foreign key: the history outlives a registration, as events do
+    name: Mapped[str]
+    args: Mapped[dict[str, Any]]
+    requested_by: Mapped[str]
+    requested_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    status: Mapped[str]
+    result_code: Mapped[str | None]
+    result_detail: Mapped[str | None]
+    result_data: Mapped[dict[str, Any] | None]
+    result_at: Mapped[datetime | None]  # when the cloud got the answer
+
+    __table_args__ = (
+        Index("gateway_commands_id", "id", unique=True),
+        Index("gateway_commands_gateway", "gateway_id", "seq"),
+    )
+
+
+class AccessVersion(Base):
+    """A site's access-data version: bumped once by every change that changes something."""
+
+    __tablename__ = "access_versions"
+
+    site: Mapped[str] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# Each access row carries the site version at which it last changed, and ``deleted`` as a
+# tombstone, so that a delta from any version is a range query (see cloud/access).
+
+
+class AccessSchedule(Base):
+    __tablename__ = "access_schedules"
+
+    site: Mapped[str] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    intervals: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc)
+    holiday: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc)
+    version: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("access_schedules_version", "site", "version"),)
+
+
+class AccessLevelRow(Base):
+    __tablename__ = "access_levels"
+
+    site: Mapped[str] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    doors: Mapped[list[str]] = mapped_column(JsonDoc)
+    schedule: Mapped[str]
+    version: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("access_levels_version", "site", "version"),)
+
+
+class AccessHoliday(Base):
+    __tablename__ = "access_holidays"
+
+    site: Mapped[str] = mapped_column(primary_key=True)
+    date: Mapped[date] = mapped_column(Date, primary_key=True)
+    name: Mapped[str]
+    version: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("access_holidays_version", "site", "version"),)
+
+
+class AccessCredential(Base):
+    """A credential as protocols.access.Credential has it; the PIN only as its pin_hash."""
+
+    __tablename__ = "access_credentials"
+
+    site: Mapped[str] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(primary_key=True)
+    card: Mapped[str]
+    facility: Mapped[int | None] = mapped_column(BigInteger)
+    holder: Mapped[str]
+    levels: Mapped[list[str]] = mapped_column(JsonDoc)
+    valid_from_ms: Mapped[int | None] = mapped_column(BigInteger)
+    valid_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    pin_hash: Mapped[str | None]
+    suspended: Mapped[bool]
+    offline_ok: Mapped[bool]
+    clock_free: Mapped[bool]
+    first_person_in: Mapped[bool]
+    antipassback_exempt: Mapped[bool]
+    version: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (
+        Index("access_credentials_version", "site", "version"),
+        Index("access_credentials_card", "site", "card"),
+    )

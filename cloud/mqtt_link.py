@@ -7,6 +7,7 @@ loop. paho's ``publish`` is thread-safe, so replies are published straight from 
 
 The session is persistent (clean session off), so the broker queues what arrives while the cloud is
 away; the subscriptions are renewed on every connect anyway, in case the broker lost the session.
+A link that only publishes (the API's commands) uses a clean session and no subscriptions.
 """
 
 import asyncio
@@ -56,6 +57,8 @@ class MqttLink:
         settings: LinkSettings,
         subscriptions: Sequence[str],
         on_message: Callable[[Inbound], None],
+        *,
+        clean_session: bool = False,
     ) -> None:
         self.name = name
         self._settings = settings
@@ -63,13 +66,14 @@ class MqttLink:
         self._on_message = on_message
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unreachable = False  # paho's thread only: log a lost broker once, not every retry
-        # Set while connected and subscribed; cleared on disconnect. Touched on the loop only.
+        # Set while connected and subscribed (with no subscriptions: while connected); cleared on
+        # disconnect. Touched on the loop only.
         self.subscribed = asyncio.Event()
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            clean_session=False,
+            clean_session=clean_session,
             protocol=mqtt.MQTTv311,
         )
         client.username_pw_set(settings.username, settings.password)
@@ -106,6 +110,11 @@ class MqttLink:
         await asyncio.to_thread(self._client.loop_stop)
         self.subscribed.clear()
         log.info("%s: disconnected from %s", self.name, self.where)
+
+    @property
+    def connected(self) -> bool:
+        """True while paho holds a connection to the broker (any thread may ask)."""
+        return bool(self._client.is_connected())
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1. While disconnected paho keeps the message and sends it on reconnect."""
@@ -144,6 +153,9 @@ class MqttLink:
             "resumed" if resumed else "new",
         )
         self._unreachable = False
+        if not self._subscriptions:
+            self._call_in_loop(self.subscribed.set)  # a publisher: connected is all it waits for
+            return
         client.subscribe([(f, QOS) for f in self._subscriptions])
 
     def _on_subscribe(

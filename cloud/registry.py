@@ -118,8 +118,29 @@ async def mark_seen(session: AsyncSession, seen: Mapping[str, Seen]) -> None:
         )
 
 
-async def apply_state(session: AsyncSession, gateway_id: str, state: GatewayState) -> bool:
-    """Record a gateway's birth or death message. False if the gateway is not registered."""
+@dataclass(frozen=True, slots=True)
+class StateApplied:
+    """What recording a state message found."""
+
+    known: bool  # the gateway is registered
+    # Online after offline, or with a new boot id: a new connection. Not the retained birth
+    # delivered again to a reconnecting cloud, nor a gateway re-announcing its state while it
+    # stays connected (its clock got synchronised, its credential store changed version).
+    birth: bool = False
+
+
+async def apply_state(session: AsyncSession, gateway_id: str, state: GatewayState) -> StateApplied:
+    """Record a gateway's birth or death message (in the caller's transaction)."""
+    before = (
+        await session.execute(
+            select(Gateway.online, Gateway.boot_id)
+            .where(Gateway.id == gateway_id)
+            # Two ingest workers get every state: the second sees what the first recorded.
+            .with_for_update()
+        )
+    ).first()
+    if before is None:
+        return StateApplied(known=False)
     values: dict[str, object] = {"online": state.online, "clock_synced": state.clock_synced}
     # A death message (the MQTT will) may carry less than the birth did; what it leaves empty is
     # kept from before rather than wiped.
@@ -129,8 +150,11 @@ async def apply_state(session: AsyncSession, gateway_id: str, state: GatewayStat
             values[column] = value
     if state.time_ms:
         values["state_time"] = reported_time(state.time_ms)
-    result = await session.execute(update(Gateway).where(Gateway.id == gateway_id).values(**values))
-    return bool(getattr(result, "rowcount", 0))
+    if state.online:
+        values["access_version"] = state.access_version
+    await session.execute(update(Gateway).where(Gateway.id == gateway_id).values(**values))
+    connected_before = bool(before.online) and before.boot_id == state.boot_id
+    return StateApplied(known=True, birth=state.online and not connected_before)
 
 
 async def sync_mosquitto_files(session: AsyncSession, config: CloudConfig) -> bool:

@@ -1,17 +1,23 @@
 """Running the cloud: ``serve`` (API + ingest + the embedded broker when no broker is configured,
 all on one event loop), ``ingest`` alone, and the schema upgrade both do at start.
 
+The API sends commands (and access pushes) through an MQTT link of its own, the command link: a
+clean-session publisher signed in as the cloud's MQTT user with a client id of its own, started
+with ``serve`` (with or without ingest) and stopped after the API.
+
 SIGINT/SIGTERM stop everything in order: the API stops taking requests and finishes those in
-flight, ingest finishes its transaction in progress, then the broker goes, then the database pool.
+flight, ingest finishes its transaction in progress, then the command link, the broker and the
+database pool go.
 """
 
 import asyncio
 import contextlib
 import io
 import logging
+import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 
 import uvicorn
@@ -30,6 +36,7 @@ from cloud.config import (
 )
 from cloud.db import SessionFactory, create_engine, redacted, session_factory
 from cloud.ingest import Ingest
+from cloud.mqtt_link import Inbound, LinkSettings, MqttLink
 from cloud.registry import get_password_hash, sync_mosquitto_files
 from cloud.schema import prepare_database
 from protocols.configuration import ConfigError
@@ -82,9 +89,13 @@ async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
         elif uses_embedded_broker(config):
             log.info("no ingest (--no-ingest): the embedded broker is not started either")
 
+        commands = command_link(config)
+        commands.start()
+        stack.push_async_callback(commands.stop)
+
         server = _Server(
             uvicorn.Config(
-                create_app(config, sessions, token=token),
+                create_app(config, sessions, token=token, publisher=commands),
                 host=config.api.host,
                 port=config.api.port,
                 log_config=None,  # our logging setup, not uvicorn's
@@ -119,6 +130,28 @@ async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
         if failures:
             raise failures[0]
     log.info("cloud stopped")
+
+
+def command_link(
+    config: CloudConfig,
+    name: str = "api",
+    subscriptions: Sequence[str] = (),
+    on_message: Callable[[Inbound], None] | None = None,
+) -> MqttLink:
+    """A link to send commands on: the cloud's MQTT user, a clean session, and a client id of its
+    own (``{mqtt.client_id}-{name}-{random}``), so that API replicas and CLI runs never take each
+    other's (or ingest's) session. The CLI also subscribes to the answers it waits for."""
+    mqtt = config.mqtt
+    settings = LinkSettings(
+        address=broker_address(config),
+        client_id=f"{mqtt.client_id[:48]}-{name}-{secrets.token_hex(4)}",
+        username=mqtt.username,
+        password=mqtt_password(config),
+        ca_file=mqtt.ca_file,
+    )
+    return MqttLink(
+        f"{name}-commands", settings, subscriptions, on_message or (lambda _inbound: None), clean_session=True
+    )
 
 
 async def run_ingest(config: CloudConfig) -> None:

@@ -1,7 +1,7 @@
 """Domain errors. Each carries its HTTP status, so service code raises what went wrong in the
 domain's words and the API turns it into a response without a translation table per endpoint."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class CloudError(Exception):
@@ -9,6 +9,10 @@ class CloudError(Exception):
 
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body of the API's answer; a subclass may add to ``detail`` and ``code``."""
+        return {"detail": str(self), "code": self.code}
 
 
 class InvalidInput(CloudError):

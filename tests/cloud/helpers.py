@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import REGISTRY
 
-from protocols.envelope import Ack, EventBatch, EventRecord, Reject, decode, encode
+from protocols.envelope import Ack, Command, CommandResult, EventBatch, EventRecord, Reject, decode, encode
 from protocols.topics import Channel, topic
 
 BASE_MS = int(time.time() * 1000)
@@ -138,3 +138,76 @@ def acked_ranges(replies: list[Ack | Reject], store_id: str) -> list[tuple[int, 
     return sorted(
         r for reply in replies if isinstance(reply, Ack) and reply.store_id == store_id for r in reply.ranges
     )
+
+
+Answer = Callable[[Command], CommandResult | None]
+
+
+def done(command: Command) -> CommandResult:
+    return CommandResult(id=command.id, ok=True, detail=f"{command.name} done")
+
+
+class CommandGateway:
+    """A stand-in gateway for commands: keeps every Command that arrives on its ``cmd`` topic and
+    answers each on ``cmd/result`` with ``answer(command)`` (None: no answer). It can also publish
+    its state, as a gateway's birth does."""
+
+    def __init__(
+        self,
+        port: int,
+        gateway_id: str,
+        answer: Answer | None = None,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.answer = answer
+        self.commands: list[Command] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"cmd-{gateway_id}", protocol=mqtt.MQTTv311
+        )
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        self._client.on_connect = lambda c, *_: c.subscribe(topic(gateway_id, Channel.CMD), qos=1)
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._port = port
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        command = decode(bytes(message.payload), Command)
+        with self._lock:
+            self.commands.append(command)
+        result = self.answer(command) if self.answer is not None else None
+        if result is not None:
+            self._client.publish(topic(self.gateway_id, Channel.CMD_RESULT), encode(result), qos=1)
+
+    def connect_sync(self, within: float = 15.0) -> "CommandGateway":
+        self._client.connect("127.0.0.1", self._port, keepalive=30)
+        self._client.loop_start()
+        if not self._subscribed.wait(within):
+            raise AssertionError(f"{self.gateway_id}: not subscribed to its cmd topic within {within} s")
+        return self
+
+    async def connect(self) -> "CommandGateway":
+        return await asyncio.to_thread(self.connect_sync)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, channel: Channel, payload: bytes) -> None:
+        self._client.publish(topic(self.gateway_id, channel), payload, qos=1).wait_for_publish(10)
+
+    def snapshot(self) -> list[Command]:
+        with self._lock:
+            return list(self.commands)
+
+    async def wait_commands(self, count: int, within: float = 15.0) -> list[Command]:
+        """The first ``count`` commands, once that many arrived."""
+        await wait_for(
+            lambda: len(self.snapshot()) >= count, within, f"{count} command(s) to {self.gateway_id}"
+        )
+        return self.snapshot()[:count]

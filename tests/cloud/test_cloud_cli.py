@@ -257,3 +257,51 @@ def test_serve_with_embedded_broker_takes_a_gateway_added_at_run_time(tmp_path: 
         status, out = _stop(proc)
     assert status == 0, out
     assert "embedded MQTT broker" in out
+
+
+def test_serve_sends_commands_through_its_own_link(tmp_path: Path) -> None:
+    """The API's command link and ingest's answers, in the real process with the embedded broker."""
+    from protocols.envelope import Command, CommandResult
+    from tests.cloud.helpers import CommandGateway
+
+    api_port, mqtt_port = free_port(), free_port()
+    config = tmp_path / "cloud.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n[api]\nport = {api_port}\ntoken_owner = "ops"\n'
+        f"[mqtt]\nembedded_port = {mqtt_port}\n"
+    )
+    proc = _spawn("cloud", "serve", "--config", str(config))
+    try:
+        _wait_healthy(proc, api_port)
+        gw = new_gateway_id()
+        added = subprocess.run(
+            [sys.executable, "-m", "gatehouse", "cloud", "gateway", "add", gw, "--config", str(config)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert added.returncode == 0, added.stderr
+        password = tomllib.loads(added.stdout)["mqtt"]["password"]
+
+        def answer(command: Command) -> CommandResult:
+            return CommandResult(id=command.id, ok=True, detail=f"pong for {command.by}")
+
+        gateway = CommandGateway(mqtt_port, gw, answer, username=gw, password=password).connect_sync()
+        try:
+            token = (tmp_path / "data" / "api-token").read_text().strip()
+            r = httpx.post(
+                f"http://127.0.0.1:{api_port}/api/v1/gateways/{gw}/commands",
+                json={"name": "ping", "wait_s": 10},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            assert (r.json()["status"], r.json()["result_detail"]) == ("done", "pong for ops")
+        finally:
+            gateway.close()
+    finally:
+        status, out = _stop(proc)
+    assert status == 0, out
+    assert "api-commands: connected" in out

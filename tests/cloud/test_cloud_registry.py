@@ -12,6 +12,7 @@ from cloud.registry import (
     GatewayExists,
     InvalidGatewayId,
     Seen,
+    StateApplied,
     add_gateway,
     apply_state,
     count_online,
@@ -81,14 +82,20 @@ async def test_state_and_seen_update_the_row(db: Database) -> None:
     )
     seen_at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     async with db.sessions() as session, session.begin():
-        assert await apply_state(session, gw, birth)
+        applied = await apply_state(session, gw, birth)
+        assert applied.known and applied.birth
         assert await count_online(session) >= 1
         await mark_seen(session, {gw: Seen(seen_at, 40)})
         await mark_seen(session, {gw: Seen(seen_at, 2)})
     # The death (the MQTT will) says less; what it leaves empty is kept.
+    # The retained birth delivered again (a reconnecting cloud) is no new birth.
     async with db.sessions() as session, session.begin():
-        assert await apply_state(session, gw, GatewayState(gateway_id=gw, online=False))
-        assert not await apply_state(session, new_gateway_id(), birth)
+        assert await apply_state(session, gw, birth) == StateApplied(known=True, birth=False)
+    async with db.sessions() as session, session.begin():
+        assert await apply_state(session, gw, GatewayState(gateway_id=gw, online=False)) == StateApplied(
+            known=True, birth=False
+        )
+        assert not (await apply_state(session, new_gateway_id(), birth)).known
     async with db.sessions() as session:
         row = await session.get(Gateway, gw)
     assert row is not None
@@ -102,6 +109,8 @@ async def test_state_and_seen_update_the_row(db: Database) -> None:
     assert row.state_time == datetime.fromtimestamp(1_700_000_000, UTC)
     assert row.last_seen_at == seen_at
     assert row.event_count == 42
+    async with db.sessions() as session, session.begin():
+        assert (await apply_state(session, gw, birth)).birth  # online again after the death
 
 
 async def test_mosquitto_files_are_written_and_mosquitto_signalled(db: Database, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
 
 from cloud.db import create_engine
 from cloud.events import store_batch
@@ -17,6 +18,44 @@ async def test_migrations_reach_head_and_run_twice(db: Database) -> None:
     async with db.engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     assert {"gateways", "events", "ingest_rejects", "alembic_version"} <= tables
+    assert {"gateway_commands", "access_versions", "access_credentials", "access_levels"} <= tables
+    assert {"access_schedules", "access_holidays"} <= tables
+
+
+async def test_0002_downgrades_and_upgrades_again(database_url: str, tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    from cloud.schema import alembic_config
+
+    def downgrade(connection: Connection) -> str | None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0001")
+        return MigrationContext.configure(connection).get_current_revision()
+
+    # Its own database: the module's shared one stays at head for the other tests.
+    url = f"sqlite+aiosqlite:///{tmp_path}/down.db" if database_url.startswith("sqlite") else None
+    if url is None:
+        from tests.support.postgres import create_database, drop_database
+
+        url = await create_database("gh_down")
+    engine = create_engine(url)
+    try:
+        await upgrade_database(engine)
+        async with engine.begin() as conn:
+            assert await conn.run_sync(downgrade) == "0001"
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("gateways")}
+            )
+        assert "gateway_commands" not in tables and "access_credentials" not in tables
+        assert "access_version" not in columns
+        assert await upgrade_database(engine) == head_revision()
+    finally:
+        await engine.dispose()
+        if not url.startswith("sqlite"):
+            await drop_database(url)
 
 
 async def test_fresh_sqlite_file_migrates(tmp_path: Path) -> None:
