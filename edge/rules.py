@@ -249,8 +249,11 @@ class EquipmentRules:
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - self._mono()))
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # arrives as the wait ends (gh-86296), and this task would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     def status(self) -> dict[str, dict[str, Any]]:
         now = self._mono()

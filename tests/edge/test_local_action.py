@@ -185,3 +185,113 @@ async def test_commands_once_expired_unauthorised(tmp_path: Path) -> None:
         assert snapshot.code == "unsupported"
         assert len(site.kinds("door.remote_unlock")) == 1
         ex.close()
+
+
+def _fast_zones(cfg):  # type: ignore[no-untyped-def]
+    cfg = fast_doors(cfg)
+    zones = [z.model_copy(update={"exit_delay_s": 0.3, "entry_delay_s": 0.5}) for z in cfg.intrusion_zones]
+    rules = [r.model_copy(update={"min_duration_s": 0.6, "clear_after_s": 0.6}) for r in cfg.rules]
+    return cfg.model_copy(update={"intrusion_zones": zones, "rules": rules})
+
+
+async def test_intrusion_armed_by_command_alarm_and_a_sensor_lost_while_armed(tmp_path: Path) -> None:
+    async with running_site(tmp_path, configure=_fast_zones) as site:
+        ex = CommandExecutor(None, Clock("yes"), site.local.handlers())
+        armed = await ex.execute(
+            Command(id="a1", name="intrusion.arm", args={"zone": "plant room"}, by="guard Chen")
+        )
+        assert armed.code == "done", armed.detail
+        await site.wait_kind("intrusion.armed", by="guard Chen")
+        # The plant-room PIR is a BACnet point on the air handler: motion is an alarm at once.
+        await site.building.act("motion", "pir-plantroom")
+        (alarm,) = await site.wait_kind("intrusion.alarm")
+        assert alarm.data["zone"] == "plant room" and alarm.data["sensors"] == ["pir-plantroom"]
+        await site.building.act("clear_motion", "pir-plantroom")
+        await ex.execute(
+            Command(id="a2", name="intrusion.disarm", args={"zone": "plant room"}, by="guard Chen")
+        )
+        await site.wait_kind("intrusion.disarmed")
+
+        # Lobby: the entrance PIR starts the entry delay; nobody disarms: alarm when it ends.
+        await ex.execute(Command(id="a3", name="intrusion.arm", args={"zone": "lobby"}, by="guard Chen"))
+        await site.wait_kind("intrusion.armed", zone="lobby")
+        await site.building.act("motion", "pir-lobby")
+        await site.wait_kind("intrusion.entry_delay", zone="lobby")
+        (late,) = await site.wait_kind("intrusion.alarm", zone="lobby")
+        assert late.data["cause"] == "entry_delay_expired"
+        await site.building.act("clear_motion", "pir-lobby")
+
+        # Re-armed, then the air handler stops answering: its PIR is unreadable while armed.
+        await ex.execute(Command(id="a4", name="intrusion.arm", args={"zone": "plant room"}, by="guard Chen"))
+        await site.wait_kind("intrusion.armed", n=2)
+        await site.building.act("fail_device", "ahu-1")
+        (fault,) = await site.wait_kind("intrusion.supervision_fault", within=30)
+        assert fault.data["sensor"] == "pir-plantroom"
+        # Arming a zone whose sensor cannot be read is refused, and said so.
+        await ex.execute(
+            Command(id="a5", name="intrusion.disarm", args={"zone": "plant room"}, by="guard Chen")
+        )
+        refused = await ex.execute(
+            Command(id="a6", name="intrusion.arm", args={"zone": "plant room"}, by="guard Chen")
+        )
+        assert refused.code == "refused" and "pir-plantroom" in refused.detail
+        await site.wait_kind("intrusion.arm_refused")
+        # A bypassed sensor does not stop the arming, and the bypass is reported.
+        bypass = await ex.execute(
+            Command(
+                id="a7",
+                name="intrusion.bypass",
+                args={"zone": "plant room", "sensor": "pir-plantroom"},
+                by="guard Chen",
+            )
+        )
+        assert bypass.code == "done"
+        await site.wait_kind("intrusion.bypassed", sensor="pir-plantroom")
+        rearmed = await ex.execute(
+            Command(id="a8", name="intrusion.arm", args={"zone": "plant room"}, by="guard Chen")
+        )
+        assert rearmed.code == "done", rearmed.detail
+
+
+async def test_a_flapping_chiller_gives_one_fault_and_one_clear(tmp_path: Path) -> None:
+    async with running_site(tmp_path, configure=_fast_zones) as site:
+        chiller = site.building.modbus["chiller-1"]
+        # The supply temperature follows the setpoint (+0.5 running): wobble it around 10 degC.
+        for sp in (9.4, 9.7, 9.3, 9.8, 9.4):
+            await chiller.set("setpoint", sp)
+            await until(lambda: site.local.rules.status()["chiller-1-supply-high"]["values"], what="reading")
+        await chiller.set("setpoint", 11.0)
+        (fault,) = await site.wait_kind("equipment.fault")
+        assert fault.data["asset"] == "CH-1" and fault.data["fault"] == "chw_supply_high"
+        # Back and forth across the threshold, inside the hysteresis and out of it briefly.
+        for sp in (9.2, 10.5, 9.1, 11.2, 8.0):
+            await chiller.set("setpoint", sp)
+        (clear,) = await site.wait_kind("equipment.fault_cleared")
+        assert clear.data["fault"] == "chw_supply_high"
+        assert len(site.kinds("equipment.fault")) == 1
+
+
+async def test_cards_without_a_trusted_clock_or_with_a_stale_store(tmp_path: Path) -> None:
+    # The clock is not synchronised: only credentials marked clock_free open, and none is here.
+    async with running_site(tmp_path, configure=fast_doors, clock=Clock("no")) as site:
+        await site.building.act("card", "rdr-lobby-east", card=12345, facility=1)
+        (denied,) = await site.wait_kind("access.denied")
+        assert denied.data["reason"] == "clock_unsynced"
+        assert not site.released("door-lobby-east")
+
+    # A store older than the staleness limit: only offline_ok credentials (Wang Fang, security).
+    def stale(cfg):  # type: ignore[no-untyped-def]
+        return fast_doors(cfg).model_copy(
+            update={"access": cfg.access.model_copy(update={"stale_after_s": 60})}
+        )
+
+    later = Clock("yes")
+    later.now_ms = lambda: Clock.now_ms() + 3600_000  # type: ignore[method-assign]
+    async with running_site(tmp_path, configure=stale, clock=later) as site:
+        await site.building.act("card", "rdr-lobby-east", card=19876, facility=1)
+        (denied,) = await site.wait_kind("access.denied")
+        assert denied.data["reason"] == "store_stale" and denied.data["store_age_s"] > 3000
+        await site.building.act("card", "rdr-lobby-east", card=20001, facility=1)
+        (granted,) = await site.wait_kind("access.granted")
+        assert granted.data["holder"] == "Wang Fang"
+        await until(lambda: site.released("door-lobby-east"), what="released for the offline_ok card")
