@@ -7,8 +7,10 @@ then the outbox commits what producers already handed over, then the uplink says
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -248,6 +250,7 @@ class Gateway:
                 )
             self.cfg = new
             self.uplink.cfg = new
+            self.commands.allowed = set(new.commands.allowed)
             if self.config_path is not None:
                 self._keep(args.toml, args.version)
         await self.outbox.accept(
@@ -284,7 +287,11 @@ class Gateway:
         beside it (``.previous``)."""
         assert self.config_path is not None
         path = self.config_path
-        text = toml if "config_version" in toml else f'config_version = "{version}"\n' + toml
+        # The version the cloud named is the one the gateway reports, also after a restart.
+        line = f"config_version = {json.dumps(version)}"
+        text, n = re.subn(r"(?m)^config_version\s*=.*$", line, toml, count=1)
+        if n == 0:
+            text = line + "\n" + toml
         tmp = path.with_suffix(".new")
         tmp.write_text(text)
         if path.exists():

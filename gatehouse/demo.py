@@ -22,6 +22,7 @@ import sys
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -87,10 +88,11 @@ def _write_gateway_config(
         "# See config/gateway.example.toml for every key.\n"
         f"gateway_id = {_q(GATEWAY_ID)}\n"
         f"data_dir = {_q(str(data / 'gateway'))}\n"
-        'config_version = "demo-2"\n\n'
+        'config_version = "demo-3"\n\n'
         f"[mqtt]\nurl = {_q(f'mqtt://127.0.0.1:{args.broker_port}')}\npassword = {_q(password)}\n\n"
-        + synthetic
-        + building,
+        # The demo's gateway runs on the cloud's own machine and shares its clock; a gateway in a
+        # plant room asks the kernel (auto), and schedules wait until NTP has set its clock.
+        '[clock]\nsynced = "yes"\n\n' + synthetic + building,
         encoding="utf-8",
     )
     path.chmod(0o600)
@@ -126,15 +128,23 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
 
 
 # What the demo prints as it happens: everything but routine readings.
-ROUTINE = {"telemetry.point", "meter.reading", "equipment.status", "door.lock_state"}
+ROUTINE = {
+    "telemetry.point",
+    "meter.reading",
+    "equipment.status",
+    "door.lock_state",
+    "door.exit_request",
+    "fire.reset_input",
+}
+
+
+DESCRIBED = ("zone", "door", "doors", "holder", "card", "reason", "by", "state", "sensors", "fault", "detail")
 
 
 def _describe(e: dict) -> str:
     d = e.get("data", {})
     when = str(e.get("reported_time", ""))[11:19]
-    detail = ", ".join(
-        f"{k}={d[k]}" for k in ("zone", "door", "card", "facility", "reason", "fault", "detail") if d.get(k)
-    )
+    detail = ", ".join(f"{k}={d[k]}" for k in DESCRIBED if d.get(k))
     return f"  {when}  {e['kind']:<22} {e['source']:<20} {detail}"[:160]
 
 
@@ -153,6 +163,31 @@ def _new_events(api: str, token: str, after_id: int) -> tuple[list[dict], int]:
     return sorted((e for e in fresh if e["kind"] not in ROUTINE), key=lambda e: e["id"]), max(
         newest, after_id
     )
+
+
+def _import_cardholders(api: str, token: str) -> None:
+    """The building's access levels and cardholders into the cloud (from the same CSV an office
+    would upload); the cloud pushes them to the gateway. A second run changes nothing."""
+    from drivers.sim.building import Building
+
+    site = urllib.parse.quote(SITE, safe="")
+    for what, body in (("levels", Building.levels_csv()), ("credentials", Building.credentials_csv())):
+        req = urllib.request.Request(
+            f"{api}/api/v1/sites/{site}/access/{what}/import",
+            data=body.encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                doc = json.load(r)
+            print(
+                f"gatehouse demo: {what}: {doc.get('added', 0)} added, {doc.get('changed', 0)} changed, "
+                f"access version {doc.get('version')}",
+                flush=True,
+            )
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            print(f"gatehouse demo: could not import the demo {what}: {e}", file=sys.stderr, flush=True)
 
 
 def _cloud_events(api: str, token: str) -> int | None:
@@ -236,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
         )
         gateway = subprocess.Popen([*exe, "gateway", "run", "--config", str(gateway_toml)], env=env)
         token = (data / "cloud" / "api-token").read_text().strip()
+        _import_cardholders(api, token)
         print(
             "\n"
             "  Gatehouse demo is running.\n"
@@ -246,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
             f"  MQTT broker    mqtt://127.0.0.1:{args.broker_port} (embedded; gateways sign in with "
             "their own id)\n"
             f"  Gateway        {GATEWAY_ID} at {SITE}: gatehouse gateway status --config {gateway_toml}\n"
+            f"  Unlock a door  gatehouse cloud gateway command {GATEWAY_ID} door.unlock "
+            f"--arg door=door-plantroom --config {cloud_toml}\n"
             "  Ctrl-C stops everything; the next run keeps the data.\n",
             flush=True,
         )

@@ -20,6 +20,8 @@ people walk past PIRs); ``act`` does what a scenario step says (drivers/sim/scen
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import random
 from collections.abc import Callable
@@ -377,14 +379,16 @@ class Building:
     @staticmethod
     def credentials_csv() -> str:
         """The demo's cardholders, in the cloud's credential import format."""
-        rows = ["id,card,facility,holder,levels,offline_ok,first_person_in"]
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["id", "card", "facility", "holder", "levels", "offline_ok", "first_person_in"])
         for card, facility, holder in CARDS:
             if card == 31337:
                 continue  # the unknown card stays unknown
             security = "security" in holder
             levels = "staff;plant" if "facilities" in holder or security else "staff"
-            rows.append(f"c-{card},{card},{facility},{holder},{levels},{str(security).lower()},false")
-        return "\n".join(rows) + "\n"
+            w.writerow([f"c-{card}", card, facility, holder, levels, str(security).lower(), "false"])
+        return out.getvalue()
 
     @staticmethod
     def levels_csv() -> str:
