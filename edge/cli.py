@@ -79,6 +79,7 @@ def _check(args: argparse.Namespace) -> int:
     devices = len(cfg.modbus) + len(cfg.bacnet) + len(cfg.readers)
     print(
         f"{args.file}: ok (gateway {cfg.gateway_id}, broker {cfg.mqtt.url}, {len(cfg.sources)} source(s), "
-        f"{devices} field device(s), {len(cfg.sensors)} sensor(s))"
+        f"{devices} field device(s), {len(cfg.sensors)} sensor(s), {len(cfg.doors)} door(s), "
+        f"{len(cfg.intrusion_zones)} intrusion zone(s), {len(cfg.rules)} equipment rule(s))"
     )
     return 0

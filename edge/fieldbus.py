@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,24 +57,38 @@ def build_drivers(
     return drivers
 
 
-def write_device_status(path: Path, drivers: dict[str, FieldDriver], *, running: bool = True) -> None:
-    """``{"as_of_ms", "running", "families": {family: status}}``: a reader can tell a live picture
-    from the last one a stopped gateway left behind."""
-    doc = {
+def write_device_status(
+    path: Path,
+    drivers: dict[str, FieldDriver],
+    *,
+    running: bool = True,
+    local: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """``{"as_of_ms", "running", "families": {family: status}, "local": {...}}``: a reader can tell
+    a live picture from the last one a stopped gateway left behind. ``local`` is the local
+    action's state (doors, fire release, zones, rules, the credential store)."""
+    doc: dict[str, Any] = {
         "as_of_ms": time.time_ns() // 1_000_000,
         "running": running,
         "families": {family: d.status() for family, d in drivers.items()},
     }
+    if local is not None:
+        doc["local"] = local()
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, default=str))
     os.replace(tmp, path)  # a reader never sees half a file
 
 
-async def publish_device_status(path: Path, drivers: dict[str, FieldDriver], every_s: float = 2.0) -> None:
+async def publish_device_status(
+    path: Path,
+    drivers: dict[str, FieldDriver],
+    every_s: float = 2.0,
+    local: Callable[[], dict[str, Any]] | None = None,
+) -> None:
     """Keep ``devices.json`` current while the drivers run (read by ``gateway status``)."""
     while True:
         try:
-            write_device_status(path, drivers)
+            write_device_status(path, drivers, local=local)
         except OSError as e:  # a full disk must not stop the drivers; the outbox says the rest
             log.warning("cannot write %s: %s", path, e)
         await asyncio.sleep(every_s)

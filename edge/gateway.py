@@ -78,7 +78,11 @@ class FieldSet:
         ]
         self.tasks += [asyncio.create_task(d.run(), name=f"driver-{f}") for f, d in self.drivers.items()]
         if self.drivers:
-            self.tasks.append(asyncio.create_task(publish_device_status(self.devices_file, self.drivers)))
+            self.tasks.append(
+                asyncio.create_task(
+                    publish_device_status(self.devices_file, self.drivers, local=self.local.status)
+                )
+            )
 
     def failure(self) -> BaseException | None:
         """The first task that stopped with an error (none of them is meant to stop)."""
@@ -92,7 +96,7 @@ class FieldSet:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.drivers:
-            write_device_status(self.devices_file, self.drivers, running=False)
+            write_device_status(self.devices_file, self.drivers, running=False, local=self.local.status)
 
 
 class Gateway:

@@ -115,4 +115,38 @@ def format_status(gateway_id: str, s: dict[str, Any]) -> str:
                 since = _when(d.get("since_ms"))
                 flag = "   <-- not answering" if state == "offline" else ""
                 lines.append(f"  {family:<8} {name:<24} {state:<8} since {since}{flag}")
+        lines.extend(_local_lines(devices.get("local") or {}))
     return "\n".join(lines)
+
+
+def _local_lines(local: dict[str, Any]) -> list[str]:
+    """Doors, fire release, intrusion zones, equipment faults and the credential store."""
+    out: list[str] = []
+    access = local.get("access")
+    if access:
+        age = access.get("age_s")
+        age_text = "never confirmed by the cloud" if age is None else f"confirmed {age / 60:.0f} min ago"
+        out.append(
+            f"credentials   {access.get('credentials', 0)} at version {access.get('version', 0)}, "
+            f"{age_text}; {access.get('decisions', 0)} decision(s) since start"
+        )
+    fire = local.get("fire") or {}
+    if fire.get("released"):
+        doors = ", ".join(sorted(fire["released"]))
+        out.append(f"FIRE RELEASE  {doors} released until a person resets it (fire.reset or the key)")
+    for name, d in sorted((local.get("doors") or {}).items()):
+        state = "released" if d.get("wanted") == "released" else "locked"
+        notes = [
+            n
+            for n in (d.get("alarm"), d.get("write_error") and f"lock write failing: {d['write_error']}")
+            if n
+        ]
+        open_ = {True: "open", False: "closed"}.get(d.get("open"), "contact unknown")
+        out.append(f"  door     {name:<24} {state:<8} {open_}{'   <-- ' + '; '.join(notes) if notes else ''}")
+    for name, z in sorted((local.get("intrusion") or {}).items()):
+        extra = f" (bypassed: {', '.join(z['bypassed'])})" if z.get("bypassed") else ""
+        out.append(f"  zone     {name:<24} {z.get('state', '?')}{extra}")
+    for name, r in sorted((local.get("rules") or {}).items()):
+        if r.get("state") not in (None, "normal"):
+            out.append(f"  rule     {name:<24} {r['state']}   <-- {r.get('fault', '')}")
+    return out

@@ -119,6 +119,17 @@ def test_cloud_and_gateway_drive_the_building(tmp_path: Path, building: Building
     building.act("card", "rdr-lobby-east", card=20001, facility=1)
     building.act("clear_smoke", "smoke-lobby-2")
 
+    # What the installer sees on the gateway meanwhile.
+    def status() -> str:
+        out = subprocess.run(
+            [*GATEHOUSE, "gateway", "status", "--config", str(gw.config)], capture_output=True, text=True
+        )
+        return out.stdout
+
+    wait_until(lambda: "FIRE RELEASE  door-lobby-east" in status(), 30, "the release in gateway status")
+    text = status()
+    assert "credentials   3 at version" in text and "door-carpark-1" in text, text
+
     # Back: what happened meanwhile arrives; the doors are still released; the reset is a
     # person's, sent with the CLI.
     cloud.start()
