@@ -23,7 +23,14 @@ from tests.support.waits import until
 
 # The building's cardholders, as the cloud would send them.
 CREDENTIALS = [
-    Credential(id="c-12345", card="12345", facility=1, holder="Zhang Wei", levels=["staff", "plant"]),
+    Credential(
+        id="c-12345",
+        card="12345",
+        facility=1,
+        holder="Zhang Wei",
+        levels=["staff", "plant"],
+        first_person_in=True,
+    ),
     Credential(id="c-19876", card="19876", facility=1, holder="Li Na", levels=["staff"]),
     Credential(
         id="c-20001", card="20001", facility=1, holder="Wang Fang", levels=["staff", "plant"], offline_ok=True

@@ -295,3 +295,57 @@ async def test_cards_without_a_trusted_clock_or_with_a_stale_store(tmp_path: Pat
         (granted,) = await site.wait_kind("access.granted")
         assert granted.data["holder"] == "Wang Fang"
         await until(lambda: site.released("door-lobby-east"), what="released for the offline_ok card")
+
+
+async def test_scheduled_unlock_and_first_person_in(tmp_path: Path) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from protocols.access import Interval
+
+    # Wednesday 10:00 in Shanghai, after today (the store was confirmed now: a clock behind the
+    # confirmation would make the store's age unknowable, hence stale); both doors have a window
+    # 08:00-18:00 on Wednesdays.
+    wednesday = int(datetime(2099, 12, 2, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp() * 1000)
+    assert datetime.fromtimestamp(wednesday / 1000, ZoneInfo("Asia/Shanghai")).weekday() == 2
+    clock = Clock("yes")
+    clock.now_ms = lambda: wednesday  # type: ignore[method-assign]
+    window = [Interval(days=[2], start="08:00", end="18:00")]
+
+    def windows(cfg):  # type: ignore[no-untyped-def]
+        cfg = fast_doors(cfg)
+        doors = []
+        for d in cfg.doors:
+            if d.name == "door-lobby-east":
+                d = d.model_copy(update={"unlock_schedule": window})
+            elif d.name == "door-carpark-1":
+                d = d.model_copy(update={"unlock_schedule": window, "first_person_in": True})
+            doors.append(d)
+        access = cfg.access.model_copy(update={"stale_after_s": 1e12})
+        return cfg.model_copy(update={"doors": doors, "access": access})
+
+    async with running_site(tmp_path, configure=windows, clock=clock) as site:
+        # The lobby opens with its window; opening it is no forced door.
+        await site.wait_kind("door.mode", mode="scheduled_unlock")
+        await until(lambda: site.released("door-lobby-east"), what="lobby unlocked by its window")
+        await site.building.act("open_door", "door-lobby-east")
+        await site.building.act("close_door", "door-lobby-east")
+        # The car park waits for its first person: Li Na is not one, Zhang Wei is.
+        assert not site.released("door-carpark-1")
+        await site.building.act("card", "rdr-carpark-1", card=19876, facility=1)
+        await site.wait_kind("access.granted", holder="Li Na")
+        await until(
+            lambda: not site.released("door-carpark-1"), what="locked again after Li Na's strike", within=5
+        )
+        assert not site.kinds("door.mode") or all(
+            e.data["mode"] != "first_person_in" for e in site.kinds("door.mode")
+        )
+        await site.building.act("card", "rdr-carpark-1", card=12345, facility=1)
+        (fpi,) = await site.wait_kind("door.mode", mode="first_person_in")
+        assert fpi.source == "door-carpark-1"
+        # Long after the strike time, it stays open for the rest of the window.
+        strike_over = site.local.doors["door-carpark-1"]
+        await until(lambda: strike_over.pulse_until < strike_over._mono(), what="strike over")
+        await site.settled()
+        assert site.released("door-carpark-1")
+        assert site.kinds("door.forced") == []
