@@ -77,6 +77,14 @@ class IngestConfig(_Section):
     max_batch_events: Annotated[int, Field(ge=0, le=100_000)] = 0
 
 
+class AccessConfig(_Section):
+    # How often ingest tells each connected gateway at the site's access version that its store is
+    # current (the empty access.sync): a gateway's store goes stale after its ``stale_after_s``
+    # (24 h by default) without such a word, even while it stays connected. Keep it well below the
+    # gateways' limit. A gateway behind the site gets what it lacks at the same rounds.
+    confirm_every_s: Annotated[float, Field(ge=60, le=86_400)] = 3600.0
+
+
 class CloudConfig(_Section):
     data_dir: Annotated[str, Field(min_length=1)] = "./var/cloud"
     database: DatabaseConfig = DatabaseConfig()
@@ -84,6 +92,7 @@ class CloudConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     mosquitto: MosquittoConfig = MosquittoConfig()
     ingest: IngestConfig = IngestConfig()
+    access: AccessConfig = AccessConfig()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,9 @@ State and command results come on the slow (control) path, never in the way of e
 sends the gateway the access data it lacks (or "you are current"), a command result is recorded on
 its command, and an ``access.sync`` refused for its base is answered with a delta from the version
 the gateway says it has. Those pushes run as tasks of their own (cloud/access/push.py), so a large
-delta never holds up the next state message.
+delta never holds up the next state message. Every ``access.confirm_every_s`` a task of its own tells
+the connected gateways that their access data is current, or sends what they lack
+(cloud/access/confirm.py; one ingest worker at a time on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud import metrics
+from cloud.access.confirm import AccessConfirmer
 from cloud.access.push import note_sync_result, push_after_mismatch, push_if_behind, push_on_birth
 from cloud.commands.service import record_result
 from cloud.config import CloudConfig, broker_address, database_url, mqtt_password
@@ -126,6 +129,7 @@ class Ingest:
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
         alarms: AlarmPlacement | None = None,
+        confirm_every_s: float | None = None,
         _ack_link: MqttLink | None = None,
     ) -> None:
         self._sessions = sessions
@@ -186,6 +190,14 @@ class Ingest:
                 ],
                 self._route_main,
             )
+        # The periodic "you are current" to the connected gateways (cloud/access/confirm.py),
+        # sent on the main link, as the pushes are.
+        self._confirmer = AccessConfirmer(
+            sessions,
+            self._main,
+            every_s=confirm_every_s or config.access.confirm_every_s,
+            hold=self._gate.hold,
+        )
         self._config = config
         self._password = settings.password
         self._alarm_thread: _AlarmThread | None = None
@@ -261,6 +273,7 @@ class Ingest:
                         self._consume_batches(self._alarms, group=True, urgent=True), name="ingest-alarms"
                     )
                 tasks.create_task(self._consume_control(), name="ingest-control")
+                tasks.create_task(self._confirmer.run(self._stopping), name="ingest-access-confirm")
         finally:
             for push in list(self._pushes):
                 push.cancel()  # the gateway gets what it lacks at its next birth

@@ -37,7 +37,6 @@ event), ``bypassed`` and ``faulted`` (the zone's bypassed and unreadable sensors
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivers.sensors import Meaning, SensorConfig
 from edge.schedules import is_open
+from edge.ticking import tick_forever
 from protocols.access import Interval
 from protocols.events import NewEvent
 
@@ -336,21 +336,7 @@ class Intrusion:
     async def run(self) -> None:
         """Tick at each delay's end and at least every ``poll_s`` (schedules), until cancelled."""
         self._wake = asyncio.Event()
-        while True:
-            out = self.tick()
-            if out:
-                await self.emit(out)
-            wait = self.poll_s
-            deadline = self.next_deadline()
-            if deadline is not None:
-                wait = max(0.0, min(wait, deadline - self._mono()))
-            self._wake.clear()
-            # Woken early when a command or detection starts a delay shorter than the wait.
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
-            # arrives as the wait ends (gh-86296), and this task would then never stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+        await tick_forever(self.tick, self.next_deadline, self.emit, self._mono, self.poll_s, self._wake)
 
     def status(self) -> dict[str, dict[str, Any]]:
         now = self._mono()

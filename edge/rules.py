@@ -25,7 +25,6 @@ that device.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from enum import StrEnum
@@ -33,6 +32,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.ticking import tick_forever
 from protocols.events import NewEvent
 
 Emit = Callable[[Sequence[NewEvent]], Awaitable[None]]
@@ -240,20 +240,7 @@ class EquipmentRules:
     async def run(self) -> None:
         """Tick when the next pending duration completes (and at least every ``poll_s``)."""
         self._wake = asyncio.Event()
-        while True:
-            out = self.tick()
-            if out:
-                await self.emit(out)
-            wait = self.poll_s
-            deadline = self.next_deadline()
-            if deadline is not None:
-                wait = max(0.0, min(wait, deadline - self._mono()))
-            self._wake.clear()
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
-            # arrives as the wait ends (gh-86296), and this task would then never stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+        await tick_forever(self.tick, self.next_deadline, self.emit, self._mono, self.poll_s, self._wake)
 
     def status(self) -> dict[str, dict[str, Any]]:
         now = self._mono()

@@ -11,11 +11,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ import orjson
 
 from cloud.broker.mosquitto import write_acl_file, write_password_file
 from cloud.broker.passwords import hash_password
+from drivers.sim.building import Building
 from edge.clock import Clock
 from edge.status import OutboxNotReady, read_status
 from tests.support.mosquitto import MosquittoProcess, make_broker_dir
@@ -355,3 +357,25 @@ def assert_exactly_once(cloud_events: list[dict[str, Any]], stores: dict[str, in
     extra = held - accepted
     assert not missing, f"{len(missing)} accepted events missing, e.g. {sorted(missing)[:5]}"
     assert not extra, f"{len(extra)} events the gateway never accepted, e.g. {sorted(extra)[:5]}"
+
+
+class BuildingThread:
+    """The building on its own event loop in a thread, so a synchronous test can act on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="building")
+        self.thread.start()
+        self.building = Building(seed=7, life=False)
+        self.call(self.building.start())
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def act(self, do: str, target: str, **args: Any) -> str:
+        return str(self.call(self.building.act(do, target, **args)))
+
+    def close(self) -> None:
+        self.call(self.building.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

@@ -7,50 +7,15 @@ building and waits (bounded) for the cloud to hold what a property manager would
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-import threading
-from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers.sim.building import Building
-from tests.system.harness import GATEHOUSE, Cloud, Gateway, wait_until
+from tests.system.harness import GATEHOUSE, BuildingThread, Cloud, Gateway, wait_until
 
 pytestmark = pytest.mark.system
-
-
-class BuildingThread:
-    """The building on its own event loop in a thread, so a synchronous test can act on it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="building")
-        self.thread.start()
-        self.building = Building(seed=7, life=False)
-        self.call(self.building.start())
-
-    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def act(self, do: str, target: str, **args: Any) -> str:
-        return str(self.call(self.building.act(do, target, **args)))
-
-    def close(self) -> None:
-        self.call(self.building.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-@pytest.fixture
-def building() -> Iterator[BuildingThread]:
-    b = BuildingThread()
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def test_a_gateway_reads_the_whole_building_into_the_cloud(tmp_path: Path, building: BuildingThread) -> None:

@@ -11,28 +11,17 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drivers.sim.building import Building
-from tests.system.harness import GATEHOUSE, Cloud, Gateway, wait_until
-from tests.system.test_building import BuildingThread
+from tests.system.harness import GATEHOUSE, BuildingThread, Cloud, Gateway, wait_until
 
 pytestmark = pytest.mark.system
 
 SITE = "Harbour View Tower"
-
-
-@pytest.fixture
-def building() -> Iterator[BuildingThread]:
-    b = BuildingThread()
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def post(cloud: Cloud, path: str, body: bytes, content_type: str) -> tuple[int, Any]:
