@@ -117,7 +117,8 @@ class _Outcome:
 class Ingest:
     """The ingest worker. ``await run()`` until ``stop()``; usable on its own (``gatehouse cloud
     ingest``) or inside ``serve``, on the same event loop as the API.
-    ``password`` overrides the configured broker password (default: ``mqtt_password(config)``)."""
+    ``password`` overrides the configured broker password (default: ``mqtt_password(config)``),
+    ``confirm_every_s`` the period of the access confirmations (``access.confirm_every_s``)."""
 
     def __init__(
         self,

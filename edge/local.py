@@ -115,7 +115,24 @@ class LocalAction:
         return datetime.fromtimestamp(self.clock.now_ms() / 1000, self.tz)
 
     async def _emit(self, events: Sequence[NewEvent]) -> None:
+        for e in events:
+            if e.kind == "door.held_open":
+                # The pre-alarm (and the alarm) sound at the door's readers: whoever holds it open
+                # hears it before anyone is called.
+                self._beep(str(e.data.get("door", "")))
         await self.inner.emit(events)
+
+    def _beep(self, door: str) -> None:
+        readers: Any = self.writer.drivers.get("readers")
+        if readers is None:
+            return
+        for r in self.cfg.readers:
+            if r.door == door:
+                try:
+                    indicate = readers.indicator(r.name)
+                except KeyError:
+                    continue
+                self._spawn(indicate(False))
 
     # ------------------------------------------------------------ the event path
 

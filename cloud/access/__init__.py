@@ -1,6 +1,7 @@
 """Each site's access-control data (credentials, levels, schedules, holidays), versioned, and the
 deltas that bring the site's gateways up to date (command ``access.sync``)."""
 
+from cloud.access.confirm import AccessConfirmer, ConfirmRound
 from cloud.access.push import (
     note_sync_result,
     push_after_mismatch,
@@ -20,7 +21,9 @@ from cloud.access.service import (
 )
 
 __all__ = [
+    "AccessConfirmer",
     "Change",
+    "ConfirmRound",
     "build_delta",
     "delta_for",
     "import_credentials",
