@@ -33,6 +33,7 @@ def test_no_file_means_every_default() -> None:
     assert config.api.port == 8080
     assert config.mqtt.embedded_port == 18830
     assert config.ingest.max_batch_events == 0
+    assert config.access.confirm_every_s == 3600
 
 
 def test_file_values_are_read(tmp_path: Path) -> None:
@@ -47,6 +48,8 @@ url = "mqtts://broker.example.com:8883"
 share_group = "ingest"
 [ingest]
 max_batch_events = 100
+[access]
+confirm_every_s = 600
 """,
     )
     config = load_cloud_config(path)
@@ -54,6 +57,7 @@ max_batch_events = 100
     assert config.api.port == 9090
     assert config.mqtt.share_group == "ingest"
     assert config.ingest.max_batch_events == 100
+    assert config.access.confirm_every_s == 600
     address = broker_address(config)
     assert (address.host, address.port, address.tls) == ("broker.example.com", 8883, True)
 
@@ -63,6 +67,18 @@ def test_misspelt_key_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_cloud_config(path)
     assert str(e.value) == f"{path}: api.prot: unknown key (misspelt?)"
+
+
+@pytest.mark.parametrize("value", ["59", "86401", "0"])
+def test_confirmation_period_has_bounds(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"[access]\nconfirm_every_s = {value}\n")
+    with pytest.raises(ConfigError, match=r"access\.confirm_every_s: "):
+        load_cloud_config(path)
+
+
+def test_example_config_is_valid() -> None:
+    config = load_cloud_config(str(Path(__file__).parents[2] / "config" / "cloud.example.toml"))
+    assert config.access.confirm_every_s == 3600
 
 
 def test_bad_broker_url_names_the_key(tmp_path: Path) -> None:
