@@ -196,11 +196,31 @@ class GatewayConfig(BaseModel):
         writable = self.writable_points()
         readers = {r.name for r in self.readers}
         names: set[str] = set()
+        locks: dict[str, str] = {}
+        contacts: dict[str, str] = {}
+        fire_zones = {s.zone for s in self.sensors if s.meaning in (Meaning.SMOKE, Meaning.FIRE_PANEL)}
         for i, d in enumerate(self.doors):
             where = f"doors.{i} ({d.name})"
             if d.name in names:
                 raise ValueError(f"{where}: the name is used twice")
             names.add(d.name)
+            # One lock, one door: a second door's strike ending would lock the first one's
+            # fire release.
+            if d.lock in locks:
+                raise ValueError(f"{where}.lock: {d.lock} already drives door {locks[d.lock]!r}")
+            locks[d.lock] = d.name
+            if d.contact and d.contact in contacts:
+                raise ValueError(
+                    f"{where}.contact: {d.contact!r} is already the contact of {contacts[d.contact]!r}"
+                )
+            if d.contact:
+                contacts[d.contact] = d.name
+            for z in d.fire_zones:
+                if z not in fire_zones:
+                    known = ", ".join(repr(k) for k in sorted(fire_zones)) or "none"
+                    raise ValueError(
+                        f"{where}.fire_zones: no smoke or fire_panel sensor has zone {z!r} (their zones: {known})"
+                    )
             if d.lock not in points:
                 raise ValueError(f"{where}.lock: no configured device has the point {d.lock!r}")
             if d.lock not in writable:

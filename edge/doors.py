@@ -37,6 +37,11 @@ from protocols.events import NewEvent
 
 log = logging.getLogger(__name__)
 
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 Emit = Callable[[Sequence[NewEvent]], Awaitable[None]]
 # Writes "device/point" through the field drivers; raises when the write is not confirmed.
 PointWrite = Callable[[str, bool | int | float], Awaitable[None]]
@@ -102,7 +107,8 @@ class Door:
         self._mono = monotonic
         # Reasons to be unlocked.
         self.fire_released = False
-        self.pulse_until = 0.0
+        self.pulse_until = 0.0  # a grant's strike time (ends early when the door closes)
+        self.remote_until = 0.0  # a remote unlock (runs its full time)
         self.schedule_open = False
         self.fpi_open = False
         # What the door is doing.
@@ -113,6 +119,11 @@ class Door:
         self.prealarm_sent = False
         self.written: bool | None = None  # the locked state last confirmed written
         self.write_started_ms = 0  # wall clock, as the readings' times
+        self.written_at = 0.0  # monotonic, when the last write was confirmed
+        self.readback: bool | None = None  # the lock relay's last reading (locked?)
+        self.mismatch = False  # the relay keeps reading other than written: reported
+        self.authorised_until_ms = 0  # wall clock: openings read before this are allowed
+        self.was_free = False
         self.write_error = ""
         self.writes = 0
         self.wake = asyncio.Event()
@@ -122,7 +133,13 @@ class Door:
 
     def want_locked(self, now: float | None = None) -> bool:
         now = self._mono() if now is None else now
-        return not (self.fire_released or now < self.pulse_until or self.schedule_open or self.fpi_open)
+        return not (
+            self.fire_released
+            or now < self.pulse_until
+            or now < self.remote_until
+            or self.schedule_open
+            or self.fpi_open
+        )
 
     @property
     def free(self) -> bool:
@@ -133,10 +150,18 @@ class Door:
         self._confirmed.clear()
         self.wake.set()
 
-    def pulse(self, seconds: float) -> None:
+    def pulse(self, seconds: float, *, remote: bool = False) -> None:
+        """Unlock for ``seconds``: a grant's strike (ends when the door closes) or a remote unlock."""
         now = self._mono()
-        self.pulse_until = max(self.pulse_until, now + seconds)
-        self.authorised_until = max(self.authorised_until, self.pulse_until + self.cfg.open_grace_s)
+        if remote:
+            self.remote_until = max(self.remote_until, now + seconds)
+        else:
+            self.pulse_until = max(self.pulse_until, now + seconds)
+        until = now + seconds + self.cfg.open_grace_s
+        self.authorised_until = max(self.authorised_until, until)
+        self.authorised_until_ms = max(
+            self.authorised_until_ms, _wall_ms() + int((seconds + self.cfg.open_grace_s) * 1000)
+        )
         self.changed()
 
     async def confirmed(self, within_s: float) -> bool:
@@ -155,6 +180,7 @@ class Door:
         whose request went out before our last write began may show the old state: not news."""
         if read_ms is not None and read_ms <= self.write_started_ms:
             return
+        self.readback = locked
         if self.written is not None and locked != self.written:
             log.warning("door %s: lock reads %s, expected %s: writing again", self.name, locked, self.written)
             self.written = None
@@ -184,6 +210,7 @@ class Door:
                     continue
                 self.writes += 1
                 self.written = want
+                self.written_at = self._mono()
                 delay = 0.05
                 if self.write_error:
                     self.write_error = ""
@@ -225,7 +252,10 @@ class Door:
         if opened and was is not True:
             self.opened_at = now
             self.prealarm_sent = False
-            authorised = self.free or now < self.authorised_until or not self.want_locked(now)
+            # Judged at the moment the contact was read where that is known: a reading that took
+            # its time to arrive must not turn a grant's opening into a forced door.
+            read_in_time = t_ms is not None and t_ms <= self.authorised_until_ms
+            authorised = self.free or now < self.authorised_until or read_in_time or not self.want_locked(now)
             if not authorised and was is False:
                 # was None: the first reading after start; a door found open is not forced.
                 self.alarm = "forced"
@@ -248,12 +278,49 @@ class Door:
     def exit_request(self) -> None:
         now = self._mono()
         self.authorised_until = max(self.authorised_until, now + self.cfg.exit_grace_s)
+        self.authorised_until_ms = max(
+            self.authorised_until_ms, _wall_ms() + int(self.cfg.exit_grace_s * 1000)
+        )
+
+    MISMATCH_S = 3.0  # a relay reading other than written for this long after the write: a fault
+
+    def supervise_relay(self, now: float) -> list[NewEvent]:
+        """A relay that keeps reading other than what was written (welded, overridden, wired
+        wrong) is a fault, and a life-safety one while the door should be released for a fire."""
+        wrong = (
+            self.readback is not None
+            and self.written is not None
+            and self.readback != self.written
+            and now - self.written_at >= self.MISMATCH_S
+        )
+        if wrong and not self.mismatch:
+            self.mismatch = True
+            want = "released" if not self.written else "locked"
+            kind = "fire.release_fault" if self.fire_released else "device.fault"
+            reads = "locked" if self.readback else "released"
+            detail = f"{self.cfg.lock} written {want} but the lock reads {reads}"
+            return [self._event(kind, {"fault": "lock_mismatch", "point": self.cfg.lock, "detail": detail})]
+        if self.mismatch and self.readback == self.written:
+            self.mismatch = False
+            return [self._event("device.fault_cleared", {"fault": "lock_mismatch", "point": self.cfg.lock})]
+        return []
 
     def tick(self, now: float) -> list[NewEvent]:
-        """Held-open timing; called a few times a second."""
+        """Held-open timing and relay supervision; called a few times a second."""
         cfg = self.cfg
-        if not self.open or not cfg.held_open_s or self.free or self.alarm == "forced":
-            return []
+        out = self.supervise_relay(now)
+        free = self.free
+        if self.was_free and not free and self.open:
+            # Released for a fire, or open by its window, and now not: the held-open time starts now.
+            self.opened_at = now
+            self.prealarm_sent = False
+        self.was_free = free
+        if not self.open or not cfg.held_open_s or free or self.alarm == "forced":
+            return out
+        return out + self._held(now)
+
+    def _held(self, now: float) -> list[NewEvent]:
+        cfg = self.cfg
         open_s = now - self.opened_at
         if not self.prealarm_sent and cfg.prealarm_s and open_s >= cfg.held_open_s - cfg.prealarm_s:
             self.prealarm_sent = True
@@ -276,6 +343,7 @@ class Door:
             "schedule_open": self.schedule_open or self.fpi_open,
             "alarm": self.alarm,
             "write_error": self.write_error or None,
+            "lock_mismatch": self.mismatch,
         }
 
 

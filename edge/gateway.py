@@ -7,6 +7,7 @@ then the outbox commits what producers already handed over, then the uplink says
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -96,7 +97,10 @@ class FieldSet:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.drivers:
-            write_device_status(self.devices_file, self.drivers, running=False, local=self.local.status)
+            try:
+                write_device_status(self.devices_file, self.drivers, running=False, local=self.local.status)
+            except Exception as e:  # a full disk must not stop a config change or a shutdown
+                log.warning("cannot write %s: %s", self.devices_file, e)
 
 
 class Gateway:
@@ -113,8 +117,11 @@ class Gateway:
         self.uplink: Uplink | None = None
         self.field: FieldSet | None = None
         self._field_lock = asyncio.Lock()
+        self._stop: asyncio.Event | None = None
+        self.exit_code = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         cfg = self.cfg
         data_dir = Path(cfg.data_dir)
         self.outbox = outbox = await Outbox.open(
@@ -169,6 +176,7 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 link = tg.create_task(uplink.run(), name="uplink")
                 watchdog = tg.create_task(self._watchdog(), name="watchdog")
+                watch = tg.create_task(self._watch_field(), name="field-watch")
                 systemd.notify("READY=1")
                 await stop.wait()
                 systemd.notify("STOPPING=1")
@@ -179,6 +187,7 @@ class Gateway:
                 await uplink.close()
                 link.cancel()
                 watchdog.cancel()
+                watch.cancel()
         finally:
             await outbox.close()
             self.commands.close()
@@ -191,6 +200,12 @@ class Gateway:
             async def call(args: Any, cmd: Command) -> tuple[str, dict[str, Any]]:
                 if self.field is None:
                     raise Refused(ResultCode.REFUSED, "the gateway is starting")
+                if self._field_lock.locked():
+                    # Mid config change the running set is the stopped old one: acting on it
+                    # (a fire reset from a frozen picture) would be wrong. Say so; the cloud retries.
+                    raise Refused(
+                        ResultCode.REFUSED, "a config change is in progress; try again in a few seconds"
+                    )
                 return await self.field.local.handlers()[name](args, cmd)
 
             return call
@@ -202,6 +217,7 @@ class Gateway:
         return handlers
 
     async def _access_sync(self, args: Any, cmd: Command) -> tuple[str, dict[str, Any]]:
+        # The store is the gateway's, not the field set's: a sync may run during a config change.
         assert self.field is not None
         result = await self.field.local.handlers()["access.sync"](args, cmd)
         if self.uplink is not None and result[1].get("_code") == ResultCode.DONE.value:
@@ -245,8 +261,12 @@ class Gateway:
                         )
                     ]
                 )
-                if restored is not None:  # the old config no longer starts either: say so loudly
-                    log.error("the previous config does not start again either: %s", restored)
+                if restored is not None:
+                    # The old config no longer starts either: nothing would drive the doors. Stop
+                    # with an error, so that systemd starts the gateway again from the config file
+                    # on disk (still the old one) rather than leaving it running blind.
+                    log.critical("the previous config does not start again either: %s; exiting", restored)
+                    self._fatal(f"neither config {args.version} nor the previous one starts: {restored}")
                 previous = old.config_version or "the previous config"
                 raise Refused(
                     ResultCode.FAILED,
@@ -286,6 +306,40 @@ class Gateway:
         self.field = field
         return None
 
+    def _fatal(self, why: str) -> None:
+        self.exit_code = 1
+        log.critical("gateway stopping: %s", why)
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _watch_field(self) -> None:
+        """A field set's task that stopped with an error (a driver that died, a port lost for good)
+        means points nobody reads: report it, and start the set again."""
+        delay = 1.0
+        while True:
+            await asyncio.sleep(0.5)
+            field = self.field
+            if field is None or self._field_lock.locked():
+                continue
+            err = field.failure()
+            if err is None:
+                continue
+            log.error("field set failed (%r); starting it again in %.0f s", err, delay)
+            assert self.outbox is not None
+            data = {"fault": "field_set_failed", "detail": repr(err)[:200]}
+            with contextlib.suppress(Exception):
+                await self.outbox.accept([NewEvent("device.fault", "gateway", data)])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+            async with self._field_lock:
+                await field.stop()
+                failure = await self._try_start(self.cfg)
+                if failure is not None:
+                    log.error("the field set does not start again: %s", failure)
+                    self.field = field  # stopped; the next round tries again
+                else:
+                    delay = 1.0
+
     def _keep(self, toml: str, version: str) -> None:
         """The running config becomes the file the gateway starts from; the old one is kept
         beside it (``.previous``)."""
@@ -316,12 +370,13 @@ def run_forever(cfg: GatewayConfig, config_path: Path | None = None) -> int:
     # waiting out 5 ms slices behind the uplink's batch encoding.
     sys.setswitchinterval(0.0005)
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await Gateway(cfg, config_path=config_path).run(stop)
+        gw = Gateway(cfg, config_path=config_path)
+        await gw.run(stop)
+        return gw.exit_code
 
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from drivers.sensors import Meaning
 from edge.access import AccessRequest, CredentialStore
 from edge.clock import Clock
 from edge.commands import Handler, Refused
@@ -95,7 +96,8 @@ class LocalAction:
             holidays=self._holidays,
             monotonic=monotonic,
         )
-        self.fire = FireRelease(self.doors, self._emit, cfg.fire, state_dir)
+        detectors = {c.name: c.zone for c in cfg.sensors if c.meaning in (Meaning.SMOKE, Meaning.FIRE_PANEL)}
+        self.fire = FireRelease(self.doors, self._emit, cfg.fire, state_dir, detectors)
         self.intrusion = Intrusion(
             cfg.intrusion_zones,
             self._emit,
@@ -106,6 +108,7 @@ class LocalAction:
         )
         self.rules = EquipmentRules(cfg.rules, self._emit, monotonic=monotonic)
         self._background: set[asyncio.Task[Any]] = set()
+        self._reported: set[tuple[str, str, str]] = set()
         self.decisions = 0
 
     def _holidays(self) -> frozenset[date]:
@@ -138,26 +141,52 @@ class LocalAction:
 
     async def emit(self, events: Sequence[NewEvent]) -> None:
         derived: list[NewEvent] = []
+        # Fire first, over the whole batch: nothing another module does (or fails to do) can
+        # keep an alarm from releasing the doors.
+        released = False
         for e in events:
+            if e.kind != "telemetry.point":
+                before = len(self.fire.released)
+                derived.extend(self._guarded("fire release", self.fire.handle, e))
+                released = released or len(self.fire.released) != before
+        if released:
+            # Let the lock tasks start their writes before anything else is done with the batch.
+            await asyncio.sleep(0)
+        # Exit requests before door contacts: a button pressed and the door opened within one
+        # poll are no forced door, whatever order the points were listed in.
+        ordered = sorted(events, key=lambda e: e.kind != "door.exit_request")
+        for e in ordered:
             if e.kind == "telemetry.point":
                 # Readings only matter to the equipment rules; the meanings came before them.
-                derived.extend(self.rules.handle(e))
+                derived.extend(self._guarded("rules", self.rules.handle, e))
                 continue
-            derived.extend(self.fire.handle(e))
-            derived.extend(self.doors.handle(e))
-            derived.extend(self.intrusion.handle(e))
-            derived.extend(self.rules.handle(e))
+            derived.extend(self._guarded("doors", self.doors.handle, e))
+            derived.extend(self._guarded("intrusion", self.intrusion.handle, e))
+            derived.extend(self._guarded("rules", self.rules.handle, e))
         await self.inner.emit([*events, *derived] if derived else events)
+
+    def _guarded(
+        self, part: str, handle: Callable[[NewEvent], list[NewEvent]], e: NewEvent
+    ) -> list[NewEvent]:
+        """A module's bug is reported (once per part and error), never passed on to the others."""
+        try:
+            return handle(e)
+        except Exception as exc:
+            key = (part, type(exc).__name__, str(exc)[:100])
+            log.exception("local action: %s failed on %s from %s", part, e.kind, e.source)
+            if key in self._reported:
+                return []
+            self._reported.add(key)
+            data = {"fault": "local_action_error", "part": part, "detail": f"{e.kind}: {exc!r}"[:200]}
+            return [NewEvent("device.fault", "gateway", data)]
 
     def startup_events(self) -> list[NewEvent]:
         return [*self.fire.startup_events(), *self.intrusion.startup_events()]
 
     async def run(self) -> None:
-        # Doors released for a fire before a restart are released again before anything else.
-        if events := self.startup_events():
-            await self._emit(events)
         # Each part on its own, restarted if it fails: a bug in an equipment rule must never stop
-        # a door's lock from being driven.
+        # a door's lock from being driven. The locks first: doors released for a fire before a
+        # restart are written released before anything else, the report of it after.
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             (f"door {d.name}", d.reconcile) for d in self.doors.doors.values()
         ]
@@ -165,29 +194,34 @@ class LocalAction:
             ("door timers", self.doors.timers),
             ("intrusion", self.intrusion.run),
             ("rules", self.rules.run),
+            ("startup report", self._report_startup),
         ]
         async with asyncio.TaskGroup() as tg:
             for name, run in parts:
                 tg.create_task(self._supervised(name, run), name=name)
 
+    async def _report_startup(self) -> None:
+        if events := self.startup_events():
+            await self._emit(events)
+
     async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         delay = 0.1
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await run()
                 return
             except Exception as e:
+                if loop.time() - started > 60:
+                    delay = 0.1  # it ran well for a while: this is a new failure, not the same one
                 log.exception("local action: %s failed; restarting in %.1f s", name, delay)
-                with contextlib.suppress(Exception):
-                    await self._emit(
-                        [
-                            NewEvent(
-                                "device.fault",
-                                "gateway",
-                                {"fault": "local_action_error", "part": name, "detail": repr(e)[:200]},
-                            )
-                        ]
-                    )
+                key = (name, type(e).__name__, str(e)[:100])
+                if key not in self._reported:
+                    self._reported.add(key)
+                    data = {"fault": "local_action_error", "part": name, "detail": repr(e)[:200]}
+                    with contextlib.suppress(Exception):
+                        await self._emit([NewEvent("device.fault", "gateway", data)])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -252,7 +286,7 @@ class LocalAction:
         if not door.cfg.remote_unlock:
             raise Refused(ResultCode.UNAUTHORISED, f"door {args.door} does not allow remote unlock")
         seconds = args.seconds or door.cfg.strike_s
-        door.pulse(seconds)
+        door.pulse(seconds, remote=True)
         await self._emit(
             [
                 NewEvent(

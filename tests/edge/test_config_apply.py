@@ -120,3 +120,30 @@ async def test_config_checked_applied_and_rolled_back(tmp_path: Path) -> None:
         finally:
             stop.set()
             await asyncio.wait_for(run, 30)
+
+
+async def test_door_config_mistakes_are_refused_naming_the_door(tmp_path: Path) -> None:
+    from edge.config import GatewayConfig
+    from protocols.configuration import ConfigError, parse_config
+
+    async with Building(seed=5, life=False) as b:
+        base = gateway_toml(b, tmp_path, "v1")
+    cases = {
+        # Two doors on one lock: one door's strike ending would lock the other's fire release.
+        'lock = "io-lobby/lock_2"': ('lock = "io-lobby/lock_1"', "already drives door"),
+        # A fire zone spelt differently from every detector's zone.
+        'fire_zones = ["B1 plant room"]': (
+            'fire_zones = ["b1 plantroom"]',
+            "no smoke or fire_panel sensor has zone",
+        ),
+        # A smoke detector's point is not writable: a lock on it is refused.
+        'lock = "io-plantroom/lock_1"': ('lock = "io-plantroom/smoke_1"', "not writable"),
+    }
+    for old, (new, problem) in cases.items():
+        assert old in base, old
+        try:
+            parse_config(base.replace(old, new, 1), GatewayConfig, "gateway.toml")
+        except ConfigError as e:
+            assert "doors." in str(e) and problem in str(e), str(e)
+        else:
+            raise AssertionError(f"{new} was accepted")
