@@ -219,7 +219,8 @@ class GatewayConfig(BaseModel):
                 if z not in fire_zones:
                     known = ", ".join(repr(k) for k in sorted(fire_zones)) or "none"
                     raise ValueError(
-                        f"{where}.fire_zones: no smoke or fire_panel sensor has zone {z!r} (their zones: {known})"
+                        f"{where}.fire_zones: no smoke or fire_panel sensor has zone {z!r} "
+                        f"(their zones: {known})"
                     )
             if d.lock not in points:
                 raise ValueError(f"{where}.lock: no configured device has the point {d.lock!r}")
