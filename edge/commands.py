@@ -31,6 +31,10 @@ from protocols.events import NewEvent
 log = logging.getLogger(__name__)
 
 KEEP_MS = 7 * 24 * 3600 * 1000
+# Commands that open or disarm something: delivered late (a broker's queue after a long outage) they
+# would act on a situation long gone, so without a trusted clock to judge their expiry they are
+# refused. A reset or a sync is safe to run late.
+ACTUATING = frozenset({"door.unlock", "intrusion.disarm", "intrusion.bypass"})
 
 
 class Refused(Exception):
@@ -64,9 +68,12 @@ class CommandLog:
 
     def put(self, cmd: Command, result: CommandResult) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO command_results VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO command_results VALUES (?, ?, ?, ?, ?)",
             (cmd.id, cmd.name, cmd.by, result.done_ms, result.model_dump_json()),
         )
+
+    def drop(self, cid: str) -> None:
+        self.db.execute("DELETE FROM command_results WHERE id = ?", (cid,))
 
     def prune(self, now_ms: int) -> None:
         self.db.execute("DELETE FROM command_results WHERE done_ms < ?", (now_ms - KEEP_MS,))
@@ -94,19 +101,27 @@ class CommandExecutor:
         self.executed = 0
 
     async def execute(self, cmd: Command) -> CommandResult:
+        running = self._running.get(cmd.id)
+        if running is not None:  # first: the log already holds its "interrupted" placeholder
+            return await asyncio.shield(running)
         first = self.log.get(cmd.id)
         if first is not None:
             return first
-        running = self._running.get(cmd.id)
-        if running is not None:
-            return await asyncio.shield(running)
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._running[cmd.id] = fut
         try:
+            # Written before the handler runs: if the gateway dies while a command runs, a repeat
+            # after the restart gets this answer instead of running it a second time.
+            self.log.put(
+                cmd,
+                self._result(cmd, ResultCode.FAILED, "interrupted by a gateway restart; not run again"),
+            )
             result = await self._run(cmd)
             # A part of a multi-part command is not final: the next part comes with its own id,
             # and a repeat of this one must be taken again (the store keeps parts idempotently).
-            if result.code != ResultCode.PENDING:
+            if result.code == ResultCode.PENDING:
+                self.log.drop(cmd.id)
+            else:
                 self.log.put(cmd, result)
             if self.record is not None:
                 # Who asked for what, and what came of it, is history the cloud keeps (audit).
@@ -153,6 +168,12 @@ class CommandExecutor:
         if not cmd.by:
             return self._result(cmd, ResultCode.UNAUTHORISED, "the command names no user (by)")
         now = self.clock.now_ms()
+        if cmd.expires_ms and not self.clock.synced() and cmd.name in ACTUATING:
+            return self._result(
+                cmd,
+                ResultCode.REFUSED,
+                "the gateway's clock is not synchronised: it cannot tell whether this command has expired",
+            )
         if cmd.expires_ms and self.clock.synced() and now > cmd.expires_ms:
             return self._result(
                 cmd, ResultCode.EXPIRED, f"expired {(now - cmd.expires_ms) / 1000:.1f} s before it arrived"

@@ -360,8 +360,10 @@ class Doors:
         local_time: Callable[[], datetime],
         holidays: Callable[[], Collection[date]] = frozenset,
         monotonic: Callable[[], float] = time.monotonic,
+        trusted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.emit = emit
+        self._trusted = trusted
         self._mono = monotonic
         self._local_time = local_time
         self._holidays = holidays
@@ -389,8 +391,12 @@ class Doors:
         return []
 
     def schedules(self) -> list[NewEvent]:
-        """Open and close scheduled unlock windows (first-person-in doors wait for their first)."""
+        """Open and close scheduled unlock windows (first-person-in doors wait for their first).
+        Only on a synchronised clock: a gateway that booted without a time source could believe
+        it is Monday morning at 3 a.m. Until it knows, windows stay as they are."""
         out: list[NewEvent] = []
+        if not self._trusted():
+            return out
         local = self._local_time()
         holidays = self._holidays()
         for d in self.doors.values():

@@ -95,6 +95,7 @@ class LocalAction:
             local_time=self.local_time,
             holidays=self._holidays,
             monotonic=monotonic,
+            trusted=clock.synced,
         )
         detectors = {c.name: c.zone for c in cfg.sensors if c.meaning in (Meaning.SMOKE, Meaning.FIRE_PANEL)}
         self.fire = FireRelease(self.doors, self._emit, cfg.fire, state_dir, detectors)

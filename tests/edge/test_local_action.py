@@ -352,3 +352,40 @@ async def test_scheduled_unlock_and_first_person_in(tmp_path: Path) -> None:
         await site.settled()
         assert site.released("door-carpark-1")
         assert site.kinds("door.forced") == []
+
+
+async def test_a_command_interrupted_by_a_restart_is_not_run_again(tmp_path: Path) -> None:
+    from edge.commands import CommandLog
+
+    # What a gateway that died mid-command leaves behind: the placeholder written before running.
+    log = CommandLog(tmp_path / "commands.sqlite3")
+    ran: list[str] = []
+
+    async def unlock(args: object, cmd: Command) -> tuple[str, dict]:
+        ran.append(cmd.id)
+        raise SystemExit  # the process dies here
+
+    ex = CommandExecutor(tmp_path / "commands.sqlite3", Clock("yes"), {"door.unlock": unlock})  # type: ignore[dict-item]
+    cmd = Command(id="d1", name="door.unlock", args={"door": "door-plantroom"}, by="manager Liu")
+    try:
+        await ex.execute(cmd)
+    except SystemExit:
+        pass
+    ex.close()
+    log.close()
+    ex = CommandExecutor(tmp_path / "commands.sqlite3", Clock("yes"), {"door.unlock": unlock})  # type: ignore[dict-item]
+    again = await ex.execute(cmd)
+    assert ran == ["d1"] and again.code == "failed" and "interrupted" in again.detail
+
+    # Without a trusted clock an unlock that carries an expiry is refused: it may be hours late.
+    unsynced = CommandExecutor(None, Clock("no"), {"door.unlock": unlock})  # type: ignore[dict-item]
+    late = await unsynced.execute(
+        Command(
+            id="d2",
+            name="door.unlock",
+            args={"door": "x"},
+            by="manager Liu",
+            expires_ms=Clock.now_ms() + 60_000,
+        )
+    )
+    assert late.code == "refused" and "clock" in late.detail and ran == ["d1"]
