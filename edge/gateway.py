@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -173,6 +174,9 @@ class Gateway:
             )
             self.field = FieldSet(cfg, outbox, self.clock, store)
             self.field.start()
+            # What start-up made lives as long as the process: out of the collector's way, so a
+            # full collection (which holds every thread) does not stall a card or a release.
+            gc.freeze()
             async with asyncio.TaskGroup() as tg:
                 link = tg.create_task(uplink.run(), name="uplink")
                 watchdog = tg.create_task(self._watchdog(), name="watchdog")
