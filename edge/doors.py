@@ -78,6 +78,7 @@ class DoorConfig(BaseModel):
     antipassback: Literal["off", "soft", "hard"] = "off"
     area: str = ""  # the anti-passback area this door leads into
     keypad: bool = False  # its readers have keypads: credentials with a PIN need it
+    pin_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0  # to enter the PIN after the card
     camera: str = ""  # the camera that watches it (asked for a snapshot on an alarm)
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from edge.config import GatewayConfig
 from protocols.sink import EventSink
 
 if TYPE_CHECKING:
-    from drivers.readers.card import OnCard
+    from drivers.readers.card import OnCard, OnKeys
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class FieldDriver(Protocol):
 
 
 def build_drivers(
-    cfg: GatewayConfig, sink: EventSink, on_card: OnCard | None = None
+    cfg: GatewayConfig, sink: EventSink, on_card: OnCard | None = None, on_keys: OnKeys | None = None
 ) -> dict[str, FieldDriver]:
     drivers: dict[str, FieldDriver] = {}
     if cfg.modbus:
@@ -53,7 +53,7 @@ def build_drivers(
 
         # Cards become reader.card events; the access decisions that answer them are the
         # gateway's local logic (edge/local.py), which plugs in as on_card.
-        drivers["readers"] = ReaderSet(cfg.readers, sink, on_card)
+        drivers["readers"] = ReaderSet(cfg.readers, sink, on_card, on_keys)
     return drivers
 
 

@@ -64,7 +64,12 @@ class FieldSet:
         if cfg.sensors:
             sink = SensorSink(self.local, cfg.sensors, state_dir=state_dir)
         self.sink = sink
-        self.drivers = build_drivers(cfg, sink, on_card=self.local.on_card if cfg.doors else None)
+        self.drivers = build_drivers(
+            cfg,
+            sink,
+            on_card=self.local.on_card if cfg.doors else None,
+            on_keys=self.local.on_keys if cfg.doors else None,
+        )
         self.local.writer.bind(self.drivers)
         self.devices_file = state_dir / DEVICES_FILE
         self.tasks: list[asyncio.Task[None]] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,14 +29,14 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from drivers.sensors import Meaning
-from edge.access import AccessRequest, CredentialStore
+from edge.access import AccessDecision, AccessRequest, CredentialStore
 from edge.clock import Clock
 from edge.commands import Handler, Refused
 from edge.doors import Doors
 from edge.fire import FireRelease
 from edge.intrusion import ArmRefused, Intrusion
 from edge.rules import EquipmentRules
-from protocols.access import AccessDelta
+from protocols.access import AccessDelta, Decision
 from protocols.commands import DoorUnlock, FireReset, ResultCode, ZoneArgs, ZoneBypass
 from protocols.envelope import Command
 from protocols.events import NewEvent
@@ -69,6 +70,14 @@ class PointWriter:
             await bacnet.write(device, name, value)
             return
         raise KeyError(f"no field device {device!r} to write {point} on")
+
+
+@dataclasses.dataclass(eq=False)
+class _PinWait:
+    read: CardRead
+    req: AccessRequest
+    door: str
+    digits: str = ""
 
 
 class LocalAction:
@@ -110,6 +119,7 @@ class LocalAction:
         self.rules = EquipmentRules(cfg.rules, self._emit, monotonic=monotonic)
         self._background: set[asyncio.Task[Any]] = set()
         self._reported: set[tuple[str, str, str]] = set()
+        self._pins: dict[str, _PinWait] = {}  # reader -> the card waiting for its PIN
         self.decisions = 0
 
     def _holidays(self) -> frozenset[date]:
@@ -243,21 +253,57 @@ class LocalAction:
             antipassback=c.antipassback,
             keypad=c.keypad,
         )
-        decision = self.store.decide(
+        decision = self._decide(req)
+        if decision.reason is Decision.PIN_REQUIRED:
+            # The card is good and wants its PIN: wait for the keys (ended by "#") at this reader.
+            wait = _PinWait(read, req, door.name)
+            self._pins[read.reader] = wait
+            self._spawn(self._pin_timeout(wait, c.pin_timeout_s))
+            return
+        await self._act(read, req, decision)
+
+    def _decide(self, req: AccessRequest) -> AccessDecision:
+        self.decisions += 1
+        return self.store.decide(
             req,
             now_ms=self.clock.now_ms(),
             clock_synced=self.clock.synced(),
             stale_after_s=self.cfg.access.stale_after_s,
             tz=self.tz,
         )
-        self.decisions += 1
+
+    async def _act(self, read: CardRead, req: AccessRequest, decision: AccessDecision) -> None:
+        door = self.doors.doors[req.door]
         events = [decision.event(req, time_ms=read.read_ms)]
         if decision.granted:
-            door.pulse(c.strike_s)  # the reconciler writes the relay now
+            door.pulse(door.cfg.strike_s)  # the reconciler writes the relay now
             if decision.first_person_in:
                 events.extend(self.doors.first_person_in(door, decision.holder))
         self._spawn(read.indicate(decision.granted))
         await self.inner.emit(events)
+
+    async def on_keys(self, reader: str, keys: str) -> None:
+        """Keypad keys: digits collect, ``*`` starts again, ``#`` enters the PIN for the card
+        presented last at that reader. Keys with no card waiting are ignored (and not kept)."""
+        wait = self._pins.get(reader)
+        if wait is None:
+            return
+        for k in keys:
+            if k == "*":
+                wait.digits = ""
+            elif k == "#":
+                del self._pins[reader]
+                req = dataclasses.replace(wait.req, pin=wait.digits)
+                await self._act(wait.read, req, self._decide(req))
+                return
+            elif k.isdigit() and len(wait.digits) < 12:
+                wait.digits += k
+
+    async def _pin_timeout(self, wait: _PinWait, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        if self._pins.get(wait.read.reader) is wait:
+            del self._pins[wait.read.reader]
+            await self._act(wait.read, wait.req, self._decide(wait.req))  # no PIN: pin_required
 
     def _spawn(self, aw: Any) -> None:
         task = asyncio.ensure_future(aw)

@@ -71,7 +71,7 @@ async def local_site(
     sink: EventSink = rec if outbox is None else _Tee(rec, outbox)
     local = LocalAction(cfg, sink, clock or Clock(cfg.clock.synced), store, state_dir=data_dir)
     sensors = SensorSink(local, cfg.sensors, state_dir=data_dir)
-    drivers = build_drivers(cfg, sensors, on_card=local.on_card)
+    drivers = build_drivers(cfg, sensors, on_card=local.on_card, on_keys=local.on_keys)
     local.writer.bind(drivers)
     tasks = [asyncio.create_task(local.run(), name="local-action")]
     tasks += [asyncio.create_task(d.run(), name=f"driver-{f}") for f, d in drivers.items()]

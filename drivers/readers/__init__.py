@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from drivers.readers.card import CardRead, Indicate, OnCard
+from drivers.readers.card import CardRead, Indicate, OnCard, OnKeys
 from drivers.readers.config import ReaderConfig, ReadersSection, check_readers
 from protocols.sink import EventSink
 
@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 
 def build_readers(
-    configs: Sequence[ReaderConfig], sink: EventSink, on_card: OnCard | None = None
+    configs: Sequence[ReaderConfig],
+    sink: EventSink,
+    on_card: OnCard | None = None,
+    on_keys: OnKeys | None = None,
 ) -> list[ReaderDriver]:
     from drivers.readers.converter import WiegandConverterReader
 
@@ -42,7 +45,8 @@ def build_readers(
     if buses:
         from drivers.readers.osdp import OsdpBus
 
-        out.extend(OsdpBus(group, sink, on_card) for group in buses.values())
+        # Keypads are OSDP's: a Wiegand converter passes card bits only.
+        out.extend(OsdpBus(group, sink, on_card, on_keys) for group in buses.values())
     return out
 
 
@@ -62,8 +66,14 @@ def _readers_of(d: Any) -> list[Any]:
 class ReaderSet:
     """All of a gateway's readers as one field driver: ``run`` and ``status`` like the others."""
 
-    def __init__(self, configs: Sequence[ReaderConfig], sink: EventSink, on_card: OnCard | None = None):
-        self.drivers = build_readers(configs, sink, on_card)
+    def __init__(
+        self,
+        configs: Sequence[ReaderConfig],
+        sink: EventSink,
+        on_card: OnCard | None = None,
+        on_keys: OnKeys | None = None,
+    ):
+        self.drivers = build_readers(configs, sink, on_card, on_keys)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

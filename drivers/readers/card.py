@@ -70,6 +70,9 @@ class CardRead:
 
 
 OnCard = Callable[[CardRead], Awaitable[None]]
+# Keys pressed on a reader's keypad (reader name, the keys as text: digits, "*", "#"). Never an
+# event: a PIN is not history to keep.
+OnKeys = Callable[[str, str], Awaitable[None]]
 
 
 @dataclass

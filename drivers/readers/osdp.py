@@ -39,7 +39,7 @@ import osdp
 import serial
 
 from drivers.base import Backoff, DeviceLiveness, Online, now_ms
-from drivers.readers.card import CardRead, FaultReporter, OnCard, call_hook
+from drivers.readers.card import CardRead, FaultReporter, OnCard, OnKeys, call_hook
 from drivers.readers.config import ReaderConfig
 from drivers.readers.runner import PortLost, open_port
 from drivers.readers.wiegand import BadParity, bits_from_bytes, decode, formats_by_bits
@@ -209,6 +209,7 @@ class OsdpBus:
         readers: Sequence[ReaderConfig],
         sink: EventSink,
         on_card: OnCard | None = None,
+        on_keys: OnKeys | None = None,
         status_period_s: float = 0.25,
         answer_grace_s: float = 5.0,
     ) -> None:
@@ -220,6 +221,7 @@ class OsdpBus:
         self.cfg = readers[0]  # port, baudrate and backoff of the bus
         self.sink = sink
         self.on_card = on_card
+        self.on_keys = on_keys
         self.status_period_s = status_period_s
         self.answer_grace_s = answer_grace_s
         self.readers = [
@@ -358,6 +360,8 @@ class OsdpBus:
             await self._status(r, ev)
         elif kind == osdp.Event.Notification:
             await self._notification(r, ev)
+        elif kind == osdp.Event.KeyPress:
+            await self._keys(r, ev)
         else:
             log.debug("reader %s: event %r not used", r.name, ev)
 
@@ -384,6 +388,15 @@ class OsdpBus:
         r.stats.cards += 1
         await self.sink.emit([read.event()])
         await call_hook(self.on_card, [read], log.name)
+
+    async def _keys(self, r: OsdpReader, ev: dict[str, Any]) -> None:
+        if self.on_keys is None:
+            return
+        keys = bytes(ev.get("data", b"")).decode("ascii", "replace")
+        try:
+            await self.on_keys(r.name, keys)
+        except Exception:
+            log.exception("on_keys hook failed for %s", r.name)
 
     async def _status(self, r: OsdpReader, ev: dict[str, Any]) -> None:
         if ev.get("type") != osdp.StatusReportType.Local:

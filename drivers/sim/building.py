@@ -439,6 +439,7 @@ class Building:
             "break_meter": self._break_meter,
             "set": self._set,
             "exit_request": self._exit_request,
+            "keys": self._keys,
             "fire_alarm": self._fire_alarm,
             "clear_fire_alarm": self._clear_fire_alarm,
             "fire_reset_key": self._fire_reset_key,
@@ -522,6 +523,13 @@ class Building:
             raise KeyError(f"no meter {target!r}")
         await self.modbus[target].break_meter()
         return f"meter {target} broken (NaN, frozen)"
+
+    async def _keys(self, target: str, value: Any = "", **_: Any) -> str:
+        r = self._reader(target)
+        if not isinstance(r, OsdpReaderSim):
+            raise ValueError(f"{target} has no keypad the gateway can read")
+        r.press_keys(str(value))
+        return f"keys pressed at {target}"
 
     async def _exit_request(self, target: str, **_: Any) -> str:
         """Someone presses the exit button of door ``target`` (a momentary press)."""

@@ -308,6 +308,12 @@ class OsdpReaderSim:
             }
         )
 
+    def press_keys(self, keys: str) -> bool:
+        """Keys pressed on the reader's keypad (osdp_KEYPPAD): digits, ``*`` and ``#``."""
+        return self._submit(
+            {"event": osdp.Event.KeyPress, "reader_no": self.reader_no, "data": keys.encode()}
+        )
+
     def tamper(self, on: bool = True, power_fail: bool = False) -> bool:
         """The local status report (osdp_LSTATR): tamper switch and power."""
         return self._submit(

@@ -389,3 +389,57 @@ async def test_a_command_interrupted_by_a_restart_is_not_run_again(tmp_path: Pat
         )
     )
     assert late.code == "refused" and "clock" in late.detail and ran == ["d1"]
+
+
+async def test_a_pin_at_a_keypad_reader(tmp_path: Path) -> None:
+    from protocols.access import AccessDelta, Credential, pin_hash
+
+    def keypad(cfg):  # type: ignore[no-untyped-def]
+        cfg = fast_doors(cfg)
+        doors = [
+            d.model_copy(update={"keypad": True, "pin_timeout_s": 1.0}) if d.name == "door-lobby-east" else d
+            for d in cfg.doors
+        ]
+        return cfg.model_copy(update={"doors": doors})
+
+    async with running_site(tmp_path, configure=keypad) as site:
+        # Li Na's card now has a PIN; the cloud's delta brings it.
+        li = Credential(
+            id="c-19876",
+            card="19876",
+            facility=1,
+            holder="Li Na",
+            levels=["staff"],
+            pin_hash=pin_hash("c-19876", "2580"),
+        )
+        store = site.local.store
+        await store.apply(
+            AccessDelta(base=store.version, version=store.version + 1, credentials=[li]),
+            now_ms=Clock.now_ms(),
+        )
+        lobby = site.building.lobby
+
+        # Card, then the right PIN: granted.
+        await site.building.act("card", "rdr-lobby-east", card=19876, facility=1)
+        await until(lambda: "rdr-lobby-east" in site.local._pins, what="the card waiting for its PIN")
+        assert site.kinds("access.granted", "access.denied") == []
+        lobby.press_keys("25")
+        lobby.press_keys("80#")
+        (granted,) = await site.wait_kind("access.granted")
+        assert granted.data["holder"] == "Li Na"
+        await until(lambda: site.released("door-lobby-east"), what="released after the PIN")
+
+        # A wrong PIN: refused, and the digits never appear in any event.
+        await site.building.act("card", "rdr-lobby-east", card=19876, facility=1)
+        await until(lambda: "rdr-lobby-east" in site.local._pins, what="waiting again")
+        lobby.press_keys("1111#")
+        (wrong,) = await site.wait_kind("access.denied", reason="wrong_pin")
+        assert "1111" not in str(wrong.data) and "2580" not in str([e.data for e in site.events.events])
+
+        # No PIN at all within the time: refused as pin_required.
+        await site.building.act("card", "rdr-lobby-east", card=19876, facility=1)
+        await site.wait_kind("access.denied", reason="pin_required")
+
+        # A card without a PIN opens at once, keypad or not.
+        await site.building.act("card", "rdr-lobby-east", card=12345, facility=1)
+        await site.wait_kind("access.granted", holder="Zhang Wei")
