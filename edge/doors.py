@@ -225,7 +225,9 @@ class Door:
                 continue
             if not self.wake.is_set():
                 self._confirmed.set()
-            timeout = self.pulse_until - now if now < self.pulse_until else None
+            # Wake when the next unlock (a strike or a remote unlock) runs out.
+            ends = [t for t in (self.pulse_until, self.remote_until) if t > now]
+            timeout = min(ends) - now if ends else None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self.wake.wait()

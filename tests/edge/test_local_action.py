@@ -443,3 +443,25 @@ async def test_a_pin_at_a_keypad_reader(tmp_path: Path) -> None:
         # A card without a PIN opens at once, keypad or not.
         await site.building.act("card", "rdr-lobby-east", card=12345, facility=1)
         await site.wait_kind("access.granted", holder="Zhang Wei")
+
+
+async def test_a_remote_unlock_runs_its_time_and_locks_again(tmp_path: Path) -> None:
+    async with running_site(tmp_path, configure=fast_doors) as site:
+        ex = CommandExecutor(None, Clock("yes"), site.local.handlers())
+        done = await ex.execute(
+            Command(
+                id="u1", name="door.unlock", args={"door": "door-plantroom", "seconds": 1.5}, by="manager Liu"
+            )
+        )
+        assert done.code == "done"
+        assert site.released("door-plantroom")
+        # Someone walks through: closing the door does not end a remote unlock early...
+        await site.building.act("open_door", "door-plantroom")
+        await site.wait_kind("door.opened", door="door-plantroom")
+        await site.building.act("close_door", "door-plantroom")
+        await until(lambda: len(site.kinds("door.closed")) >= 4, what="the plant room closed")
+        door = site.local.doors["door-plantroom"]
+        assert site.released("door-plantroom") or door.remote_until < door._mono()
+        # ...and when its time is up, it locks by itself.
+        await until(lambda: not site.released("door-plantroom"), what="locked again after the remote unlock")
+        assert site.kinds("door.forced") == []
