@@ -330,7 +330,9 @@ class ModbusDevice:
         }
         self.liveness = DeviceLiveness(sink, cfg.name, FAMILY)
         self.counters = ModbusCounters()
-        self.faulted_blocks: dict[tuple[str, int], _Failure] = {}
+        # By block, not by (table, start): two poll groups may each read from one address (a
+        # register mapped twice, at two rates), and one block's fault is not the other's.
+        self.faulted_blocks: dict[Block, _Failure] = {}
         self.stopping = False  # set by the driver on shutdown: see ModbusDriver.run
         # Values that were not numbers, found while decoding (a synchronous loop): raised as
         # faults after the poll's readings.
@@ -419,7 +421,7 @@ class ModbusDevice:
             heard = True
             if self.liveness.state is not Online.ONLINE:
                 await self.liveness.answered(unit=self.unit)
-            key = (block.table, block.start)
+            key = block
             if isinstance(result, _Failure):
                 await self._block_fault(key, block, result)
                 continue
@@ -548,7 +550,7 @@ class ModbusDevice:
             return data, sent_ms
         return failure
 
-    async def _block_fault(self, key: tuple[str, int], block: Block, failure: _Failure) -> None:
+    async def _block_fault(self, key: Block, block: Block, failure: _Failure) -> None:
         if key in self.faulted_blocks:
             return  # raised once, not once per poll
         self.faulted_blocks[key] = failure

@@ -646,3 +646,38 @@ async def test_rtu_bus_over_a_pty_pair() -> None:
             )
     finally:
         await bus.stop()
+
+
+async def test_a_faulted_block_is_reported_once_beside_a_good_block_at_the_same_address() -> None:
+    # One register mapped twice at two rates: as uint16 (readable) and as the first half of a
+    # float32 that runs past the end of the device's map (ILLEGAL ADDRESS). Both blocks start at
+    # the same address; the good one must not clear the bad one's fault every poll.
+    dev = SimModbusDevice("edge-of-map", [SimPoint("last", "holding_register", 100, "uint16", 7)])
+    async with ModbusSim([dev]):
+        end = 100 + 1 + 16 - 1  # the simulator answers up to its last point plus slack
+        cfg = device_cfg(
+            dev,
+            [
+                {
+                    "name": "word",
+                    "table": "holding_register",
+                    "address": end,
+                    "type": "uint16",
+                    "poll_ms": 50,
+                },
+                {
+                    "name": "pair",
+                    "table": "holding_register",
+                    "address": end,
+                    "type": "float32",
+                    "poll_ms": 70,
+                },
+            ],
+            **FAST,
+        )
+        async with running([cfg]) as (drv, sink):
+            await until(lambda: len(sink.of_kind("device.fault")) >= 1, what="the float's fault")
+            polls = drv.device("edge-of-map").counters.polls
+            await until(lambda: drv.device("edge-of-map").counters.polls >= polls + 10, what="ten more polls")
+            assert len(sink.of_kind("device.fault")) == 1
+            assert latest(sink, "edge-of-map/word") == 0
