@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.access.push import CLOUD_USER, SYNC, Hold, push_if_behind, send_delta
@@ -62,6 +62,7 @@ class ConfirmRound:
     confirmed: list[str] = field(default_factory=list)  # sent "you are current"
     caught_up: list[str] = field(default_factory=list)  # sent what they lacked
     failed: list[str] = field(default_factory=list)  # could not be sent (logged)
+    pruned: int = 0  # the cloud's own access.sync rows older than a week, deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,10 @@ class AccessConfirmer:
             async with session.begin():
                 yield bool(await session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY))))
 
+    async def _prune(self, now: datetime) -> int:
+        async with self._sessions() as session, session.begin():
+            return await _prune_syncs(session, now - KEEP_SYNCS)
+
     async def _round(self, stopping: asyncio.Event | None) -> ConfirmRound:
         done = ConfirmRound()
         now = datetime.now(UTC)
@@ -192,6 +197,7 @@ class AccessConfirmer:
                 ", ".join(done.failed[:10]) + (", ..." if len(done.failed) > 10 else ""),
                 exc_info=first_error,
             )
+        done.pruned = await self._prune(now)
         if done.confirmed or done.caught_up:
             log.info(
                 "access: confirmed %d gateway(s) current, sent %d what they lacked",
@@ -199,6 +205,23 @@ class AccessConfirmer:
                 len(done.caught_up),
             )
         return done
+
+
+KEEP_SYNCS = timedelta(days=7)
+
+
+async def _prune_syncs(session: AsyncSession, before: datetime) -> int:
+    """The cloud's own access.sync rows older than ``before``: each gateway gets one an hour, and
+    they are plumbing, not history (the access tables and the gateways' events hold that). A
+    command a person sent is never pruned here."""
+    result = await session.execute(
+        delete(GatewayCommand).where(
+            GatewayCommand.requested_by == CLOUD_USER,
+            GatewayCommand.name == SYNC,
+            GatewayCommand.requested_at < before,
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def _online_gateways(session: AsyncSession) -> list[_Online]:

@@ -9,8 +9,9 @@ import logging
 import secrets
 import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -220,6 +221,42 @@ async def test_a_refused_confirmation_does_not_count_as_one(
             )
         assert (await confirmer.run_round()).confirmed == [gw]
         await g.wait_commands(2)
+
+
+async def test_a_round_prunes_the_clouds_own_week_old_syncs_and_nothing_else(
+    db: Database, broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    gw = new_gateway_id()
+    await site_with_data(db.sessions, gw)
+    await set_online(db.sessions, gw, 2)
+    async with publisher(broker, tmp_path) as link, gateways(broker, gw) as (g,):
+        confirmer = AccessConfirmer(db.sessions, link, every_s=3600)
+        assert (await confirmer.run_round()).confirmed == [gw]
+        await g.wait_commands(1)
+        (row,) = await commands_of(db.sessions, gw)
+        # The confirmation is made a week and a day old; a person's unlock of the same age stays.
+        old = row.requested_at - timedelta(days=8)
+        async with db.sessions() as session, session.begin():
+            await session.execute(
+                update(GatewayCommand).where(GatewayCommand.seq == row.seq).values(requested_at=old)
+            )
+            session.add(
+                GatewayCommand(
+                    id=uuid.uuid4().hex,
+                    gateway_id=gw,
+                    name="door.unlock",
+                    args={"door": "d1"},
+                    requested_by="manager Liu",
+                    requested_at=old,
+                    expires_at=old,
+                    sent_at=old,
+                    status="done",
+                )
+            )
+        pruned = await confirmer.run_round()
+        assert pruned.pruned == 1
+        names = sorted(c.name for c in await commands_of(db.sessions, gw))
+        assert names == ["access.sync", "door.unlock"]  # this round's confirmation, and the person's unlock
 
 
 # -- the loop inside ingest, on the broker
