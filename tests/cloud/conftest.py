@@ -2,6 +2,7 @@
 (a throwaway database per test module). Builders and waits are in ``tests.cloud.helpers``."""
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.db import SessionFactory, create_engine, session_factory
 from cloud.schema import prepare_database
+from tests.support.mosquitto import MosquittoProcess
 from tests.support.postgres import temporary_database
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -71,3 +73,15 @@ async def pg(postgres_url: str) -> AsyncIterator[Database]:
         yield Database("postgresql", postgres_url, engine, session_factory(engine))
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[MosquittoProcess]:
+    """A private Mosquitto per test module: nothing here depends on a broker the machine runs."""
+    process = MosquittoProcess()
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        shutil.rmtree(process.workdir, ignore_errors=True)

@@ -4,9 +4,8 @@ the pushes to the site's gateways (after a change, at a birth, after a version m
 import asyncio
 import contextlib
 import secrets
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -384,17 +383,6 @@ async def test_ten_thousand_credentials_import_in_reasonable_time(db: Database) 
 
 
 # -- pushes: a private broker, ingest, a stand-in gateway
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[MosquittoProcess]:
-    process = MosquittoProcess()
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        shutil.rmtree(process.workdir, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

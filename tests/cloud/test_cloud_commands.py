@@ -4,10 +4,9 @@ answers on ``cmd/result``, ingest recording the answers, real databases."""
 import asyncio
 import contextlib
 import secrets
-import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +32,6 @@ from tests.support.mosquitto import MosquittoProcess
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[MosquittoProcess]:
-    process = MosquittoProcess()
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        shutil.rmtree(process.workdir, ignore_errors=True)
 
 
 def cloud_config(broker: MosquittoProcess, tmp_path: Path) -> CloudConfig:

@@ -7,10 +7,9 @@ import contextlib
 import itertools
 import logging
 import secrets
-import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -44,17 +43,6 @@ def new_site() -> str:
 def credentials_csv(first: int, n: int) -> bytes:
     rows = [f"c{i:06d},{100_000 + i},Holder {i},staff" for i in range(first, first + n)]
     return ("id,card,holder,levels\n" + "\n".join(rows) + "\n").encode()
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[MosquittoProcess]:
-    process = MosquittoProcess()
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        shutil.rmtree(process.workdir, ignore_errors=True)
 
 
 def cloud_config(broker: MosquittoProcess, tmp_path: Path) -> CloudConfig:

@@ -6,7 +6,7 @@ import contextlib
 import secrets
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +33,6 @@ from tests.cloud.helpers import (
 )
 from tests.support.mosquitto import MosquittoProcess, make_broker_dir
 from tests.support.tcpproxy import TcpProxy
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[MosquittoProcess]:
-    process = MosquittoProcess()
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        shutil.rmtree(process.workdir, ignore_errors=True)
 
 
 def ingest_config(broker: MosquittoProcess, tmp_path: Path, **ingest: Any) -> CloudConfig:
