@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import REGISTRY
 
+from protocols.access import AccessDelta
 from protocols.envelope import Ack, Command, CommandResult, EventBatch, EventRecord, Reject, decode, encode
 from protocols.topics import Channel, topic
 
@@ -211,3 +212,26 @@ class CommandGateway:
             lambda: len(self.snapshot()) >= count, within, f"{count} command(s) to {self.gateway_id}"
         )
         return self.snapshot()[:count]
+
+
+class StoreDouble:
+    """Answers access.sync as a gateway's credential store does (edge/access.py ``apply``): a
+    delta from its version is applied, one it is already past is "current", an empty one at its
+    version is "current", any other is a version mismatch saying which version it has."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+    def __call__(self, command: Command) -> CommandResult:
+        delta = AccessDelta.model_validate(command.args)
+        have = self.version
+        if not delta.reset and delta.empty:
+            if delta.base == delta.version == have:
+                return CommandResult(id=command.id, ok=True, detail="current", data={"version": have})
+            return CommandResult(id=command.id, ok=False, code="version_mismatch", data={"version": have})
+        if not delta.reset and delta.base < have and delta.version <= have:
+            return CommandResult(id=command.id, ok=True, detail="current", data={"version": have})
+        if not delta.reset and delta.base != have:
+            return CommandResult(id=command.id, ok=False, code="version_mismatch", data={"version": have})
+        self.version = delta.version
+        return CommandResult(id=command.id, ok=True, detail="applied", data={"version": delta.version})

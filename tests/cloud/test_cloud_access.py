@@ -27,7 +27,7 @@ from protocols.access import AccessDelta, Holiday, Interval, Schedule, pin_hash
 from protocols.envelope import Command, CommandResult, GatewayState, encode
 from protocols.topics import Channel
 from tests.cloud.conftest import Database
-from tests.cloud.helpers import CommandGateway, new_gateway_id, wait_for
+from tests.cloud.helpers import CommandGateway, StoreDouble, new_gateway_id, wait_for
 from tests.support.mosquitto import MosquittoProcess
 
 TOKEN = "test-token-0123456789"
@@ -504,27 +504,6 @@ async def test_birth_gets_what_the_gateway_lacks(
             assert len(gateway.snapshot()) == 4
         finally:
             gateway.close()
-
-
-class StoreDouble:
-    """Answers access.sync as a gateway's credential store does (edge/access.py): a delta from
-    its version is applied, one it is already past is "current", any other is a version mismatch
-    saying which version it has."""
-
-    def __init__(self, version: int) -> None:
-        self.version = version
-
-    def __call__(self, command: Command) -> CommandResult:
-        delta = AccessDelta.model_validate(command.args)
-        have = self.version
-        if not delta.reset and delta.empty and delta.base == delta.version == have:
-            return CommandResult(id=command.id, ok=True, detail="current", data={"version": have})
-        if not delta.reset and delta.base < have and delta.version <= have:
-            return CommandResult(id=command.id, ok=True, detail="current", data={"version": have})
-        if not delta.reset and delta.base != have:
-            return CommandResult(id=command.id, ok=False, code="version_mismatch", data={"version": have})
-        self.version = delta.version
-        return CommandResult(id=command.id, ok=True, detail="applied", data={"version": delta.version})
 
 
 async def test_import_is_pushed_to_online_gateways_and_a_mismatch_gets_what_is_missing(

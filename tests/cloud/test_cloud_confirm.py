@@ -27,10 +27,10 @@ from cloud.mqtt_link import MqttLink
 from cloud.registry import add_gateway
 from cloud.server import command_link
 from protocols.access import AccessDelta
-from protocols.envelope import Command, CommandResult, GatewayState, encode
+from protocols.envelope import GatewayState, encode
 from protocols.topics import Channel
 from tests.cloud.conftest import Database
-from tests.cloud.helpers import CommandGateway, new_gateway_id, wait_for
+from tests.cloud.helpers import CommandGateway, StoreDouble, new_gateway_id, wait_for
 from tests.support.mosquitto import MosquittoProcess
 
 LEVELS_CSV = b"id,name,doors,schedule\nstaff,Staff,front;back,\n"
@@ -120,27 +120,6 @@ def birth(gw: str, access_version: int) -> bytes:
             access_version=access_version,
         )
     )
-
-
-class StoreDouble:
-    """Answers access.sync as a gateway's credential store does (edge/access.py ``apply``)."""
-
-    def __init__(self, version: int) -> None:
-        self.version = version
-
-    def __call__(self, command: Command) -> CommandResult:
-        delta = AccessDelta.model_validate(command.args)
-        have = self.version
-        if not delta.reset and delta.empty:
-            if delta.base == delta.version == have:
-                return CommandResult(id=command.id, ok=True, detail="current", data={"version": have})
-            return CommandResult(id=command.id, ok=False, code="version_mismatch", data={"version": have})
-        if not delta.reset and delta.base < have and delta.version <= have:
-            return CommandResult(id=command.id, ok=True, detail="current", data={"version": have})
-        if not delta.reset and delta.base != have:
-            return CommandResult(id=command.id, ok=False, code="version_mismatch", data={"version": have})
-        self.version = delta.version
-        return CommandResult(id=command.id, ok=True, detail="applied", data={"version": delta.version})
 
 
 # -- one round, step by step
