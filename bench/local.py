@@ -53,11 +53,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from drivers.sim.building import Building
 from edge.access import CredentialStore
 from edge.clock import Clock
-from edge.commands import CommandExecutor
+from edge.commands import CommandExecutor, Done
 from edge.config import GatewayConfig
 from edge.outbox import Outbox
 from edge.rehearsal import local_site
 from protocols.access import AccessDelta, AccessLevel, Credential, split_delta
+from protocols.commands import ResultCode
 from protocols.envelope import Command
 
 CREDENTIALS = 100_000
@@ -175,10 +176,10 @@ async def delta_sync(store: CredentialStore) -> float:
         for p in parts
     ]
 
-    async def apply(args: Any, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def apply(args: Any, cmd: Command) -> Done:
         outcome = await store.apply(args, now_ms=Clock.now_ms())
         code = {"applied": "done", "current": "done", "pending": "pending"}.get(outcome.code, "failed")
-        return outcome.code, {"version": outcome.version, "_code": code}
+        return Done(outcome.code, {"version": outcome.version}, ResultCode(code))
 
     ex = CommandExecutor(None, Clock("yes"), {"access.sync": apply})
     t0 = time.perf_counter()

@@ -18,6 +18,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,18 @@ class Refused(Exception):
         self.detail = detail
 
 
-# A handler takes the validated arguments and the command, and returns (detail, data).
-Handler = Callable[[Any, Command], Awaitable[tuple[str, dict[str, Any]]]]
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What a handler answers: a line a person reads, data for the cloud, and the code (a part
+    of a multi-part sync answers PENDING, a sync at another version VERSION_MISMATCH)."""
+
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+    code: ResultCode = ResultCode.DONE
+
+
+# A handler takes the validated arguments and the command; it answers Done or raises Refused.
+Handler = Callable[[Any, Command], Awaitable[Done]]
 
 
 class CommandLog:
@@ -190,16 +201,15 @@ class CommandExecutor:
             )
         self.executed += 1
         try:
-            detail, data = await handler(args, cmd)
+            done = await handler(args, cmd)
         except Refused as r:
             log.info("command %s %s by %s: %s: %s", cmd.id, cmd.name, cmd.by, r.code.value, r.detail)
             return self._result(cmd, r.code, r.detail)
         except Exception as e:
             log.exception("command %s %s failed", cmd.id, cmd.name)
             return self._result(cmd, ResultCode.FAILED, f"{type(e).__name__}: {e}")
-        code = ResultCode(data.pop("_code")) if "_code" in data else ResultCode.DONE
-        log.info("command %s %s by %s: %s %s", cmd.id, cmd.name, cmd.by, code.value, detail)
-        return self._result(cmd, code, detail, json.loads(json.dumps(data, default=str)))
+        log.info("command %s %s by %s: %s %s", cmd.id, cmd.name, cmd.by, done.code.value, done.detail)
+        return self._result(cmd, done.code, done.detail, json.loads(json.dumps(done.data, default=str)))
 
     def close(self) -> None:
         self.log.close()

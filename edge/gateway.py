@@ -24,7 +24,7 @@ from drivers.sim.synthetic import from_config
 from edge import systemd
 from edge.access import CredentialStore
 from edge.clock import Clock
-from edge.commands import CommandExecutor, Handler, Refused
+from edge.commands import CommandExecutor, Done, Handler, Refused
 from edge.config import GatewayConfig
 from edge.fieldbus import DEVICES_FILE, build_drivers, publish_device_status, write_device_status
 from edge.local import LocalAction
@@ -206,7 +206,7 @@ class Gateway:
     def _handlers(self) -> dict[str, Handler]:
         # The local action's handlers belong to whichever field set runs now.
         def current(name: str) -> Handler:
-            async def call(args: Any, cmd: Command) -> tuple[str, dict[str, Any]]:
+            async def call(args: Any, cmd: Command) -> Done:
                 if self.field is None:
                     raise Refused(ResultCode.REFUSED, "the gateway is starting")
                 if self._field_lock.locked():
@@ -225,17 +225,17 @@ class Gateway:
         handlers["config.apply"] = self._config_apply
         return handlers
 
-    async def _access_sync(self, args: Any, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def _access_sync(self, args: Any, cmd: Command) -> Done:
         # The store is the gateway's, not the field set's: a sync may run during a config change.
         assert self.field is not None
         result = await self.field.local.handlers()["access.sync"](args, cmd)
-        if self.uplink is not None and result[1].get("_code") == ResultCode.DONE.value:
+        if self.uplink is not None and result.code is ResultCode.DONE:
             self.uplink.announce()  # the birth carries the store's version
         return result
 
     # ------------------------------------------------------------ config changes
 
-    async def _config_apply(self, args: ConfigApply, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def _config_apply(self, args: ConfigApply, cmd: Command) -> Done:
         """Check the new config, swap the field set to it, and roll back if it does not start."""
         try:
             new = parse_config(args.toml, GatewayConfig, f"config {args.version}")
@@ -296,7 +296,7 @@ class Gateway:
             ]
         )
         self.uplink.announce()
-        return f"config {args.version} running", {"config_version": args.version}
+        return Done(f"config {args.version} running", {"config_version": args.version})
 
     async def _try_start(self, cfg: GatewayConfig) -> str | None:
         assert self.outbox is not None

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 from drivers.sensors import Meaning
 from edge.access import AccessDecision, AccessRequest, CredentialStore
 from edge.clock import Clock
-from edge.commands import Handler, Refused
+from edge.commands import Done, Handler, Refused
 from edge.doors import Doors
 from edge.fire import FireRelease
 from edge.intrusion import ArmRefused, Intrusion
@@ -102,7 +102,7 @@ class LocalAction:
             self.writer.write,
             self._emit,
             local_time=self.local_time,
-            holidays=self._holidays,
+            holidays=store.holidays,
             monotonic=monotonic,
             trusted=clock.synced,
         )
@@ -114,16 +114,13 @@ class LocalAction:
             state_dir=state_dir,
             monotonic=monotonic,
             wall=self.local_time,
-            holidays=self._holidays,
+            holidays=store.holidays,
         )
         self.rules = EquipmentRules(cfg.rules, self._emit, monotonic=monotonic)
         self._background: set[asyncio.Task[Any]] = set()
         self._reported: set[tuple[str, str, str]] = set()
         self._pins: dict[str, _PinWait] = {}  # reader -> the card waiting for its PIN
         self.decisions = 0
-
-    def _holidays(self) -> frozenset[date]:
-        return self.store.holidays()
 
     def local_time(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now_ms() / 1000, self.tz)
@@ -151,30 +148,38 @@ class LocalAction:
     # ------------------------------------------------------------ the event path
 
     async def emit(self, events: Sequence[NewEvent]) -> None:
+        # Readings are nearly all of the traffic and matter only to the rules that watch their
+        # point; the meanings (a handful a batch) go to every module.
+        meanings = [e for e in events if e.kind != "telemetry.point"]
+        derived: list[NewEvent] = []
+        if meanings:
+            derived = await self._meanings(meanings)
+        if self.rules.points:
+            for e in events:
+                if e.kind == "telemetry.point" and e.source in self.rules.points:
+                    derived.extend(self._guarded("rules", self.rules.handle, e))
+        await self.inner.emit([*events, *derived] if derived else events)
+
+    async def _meanings(self, meanings: list[NewEvent]) -> list[NewEvent]:
         derived: list[NewEvent] = []
         # Fire first, over the whole batch: nothing another module does (or fails to do) can
         # keep an alarm from releasing the doors.
         released = False
-        for e in events:
-            if e.kind != "telemetry.point":
-                before = len(self.fire.released)
-                derived.extend(self._guarded("fire release", self.fire.handle, e))
-                released = released or len(self.fire.released) != before
+        for e in meanings:
+            before = len(self.fire.released)
+            derived.extend(self._guarded("fire release", self.fire.handle, e))
+            released = released or len(self.fire.released) != before
         if released:
             # Let the lock tasks start their writes before anything else is done with the batch.
             await asyncio.sleep(0)
         # Exit requests before door contacts: a button pressed and the door opened within one
         # poll are no forced door, whatever order the points were listed in.
-        ordered = sorted(events, key=lambda e: e.kind != "door.exit_request")
-        for e in ordered:
-            if e.kind == "telemetry.point":
-                # Readings only matter to the equipment rules; the meanings came before them.
-                derived.extend(self._guarded("rules", self.rules.handle, e))
-                continue
+        meanings.sort(key=lambda e: e.kind != "door.exit_request")
+        for e in meanings:
             derived.extend(self._guarded("doors", self.doors.handle, e))
             derived.extend(self._guarded("intrusion", self.intrusion.handle, e))
             derived.extend(self._guarded("rules", self.rules.handle, e))
-        await self.inner.emit([*events, *derived] if derived else events)
+        return derived
 
     def _guarded(
         self, part: str, handle: Callable[[NewEvent], list[NewEvent]], e: NewEvent
@@ -323,10 +328,10 @@ class LocalAction:
             "access.sync": self._access_sync,
         }
 
-    async def _ping(self, args: Any, cmd: Command) -> tuple[str, dict[str, Any]]:
-        return "pong", {}
+    async def _ping(self, args: Any, cmd: Command) -> Done:
+        return Done("pong")
 
-    async def _door_unlock(self, args: DoorUnlock, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def _door_unlock(self, args: DoorUnlock, cmd: Command) -> Done:
         door = self.doors.doors.get(args.door)
         if door is None:
             raise Refused(ResultCode.BAD_ARGS, f"no door {args.door!r} on this gateway")
@@ -347,9 +352,9 @@ class LocalAction:
             raise Refused(
                 ResultCode.FAILED, f"door {door.name}: the lock did not confirm: {door.write_error}"
             )
-        return f"door {door.name} unlocked for {seconds:g} s", {"door": door.name, "seconds": seconds}
+        return Done(f"door {door.name} unlocked for {seconds:g} s", {"door": door.name, "seconds": seconds})
 
-    async def _arm(self, args: ZoneArgs, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def _arm(self, args: ZoneArgs, cmd: Command) -> Done:
         try:
             events = self.intrusion.arm(args.zone, cmd.by)
         except ArmRefused as e:
@@ -358,35 +363,35 @@ class LocalAction:
         except KeyError as e:
             raise Refused(ResultCode.BAD_ARGS, str(e)) from None
         await self._emit(events)
-        return f"zone {args.zone} arming", {"zone": args.zone}
+        return Done(f"zone {args.zone} arming", {"zone": args.zone})
 
-    async def _disarm(self, args: ZoneArgs, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def _disarm(self, args: ZoneArgs, cmd: Command) -> Done:
         try:
             events = self.intrusion.disarm(args.zone, cmd.by)
         except KeyError as e:
             raise Refused(ResultCode.BAD_ARGS, str(e)) from None
         await self._emit(events)
-        return f"zone {args.zone} disarmed", {"zone": args.zone}
+        return Done(f"zone {args.zone} disarmed", {"zone": args.zone})
 
-    async def _bypass(self, args: ZoneBypass, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def _bypass(self, args: ZoneBypass, cmd: Command) -> Done:
         try:
             events = self.intrusion.bypass(args.zone, args.sensor, args.bypass, cmd.by)
         except KeyError as e:
             raise Refused(ResultCode.BAD_ARGS, str(e)) from None
         await self._emit(events)
         word = "bypassed" if args.bypass else "back in service"
-        return f"{args.sensor} in zone {args.zone} {word}", {"zone": args.zone, "sensor": args.sensor}
+        return Done(f"{args.sensor} in zone {args.zone} {word}", {"zone": args.zone, "sensor": args.sensor})
 
-    async def _fire_reset(self, args: FireReset, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def _fire_reset(self, args: FireReset, cmd: Command) -> Done:
         ok, detail = self.fire.reset(args.zone, cmd.by)
         if not ok:
             await self._emit(
                 [NewEvent("fire.reset_refused", "fire-release", {"by": cmd.by, "detail": detail})]
             )
             raise Refused(ResultCode.REFUSED, detail)
-        return detail, {}
+        return Done(detail)
 
-    async def _access_sync(self, args: AccessDelta, cmd: Command) -> tuple[str, dict[str, Any]]:
+    async def _access_sync(self, args: AccessDelta, cmd: Command) -> Done:
         outcome = await self.store.apply(args, now_ms=self.clock.now_ms())
         code = {
             "applied": ResultCode.DONE,
@@ -404,7 +409,7 @@ class LocalAction:
                     )
                 ]
             )
-        return outcome.detail or outcome.code, {"version": outcome.version, "_code": code.value}
+        return Done(outcome.detail or outcome.code, {"version": outcome.version}, code)
 
     # ------------------------------------------------------------ status
 

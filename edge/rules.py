@@ -207,6 +207,8 @@ class EquipmentRules:
             for p in r.cfg.points:
                 self._by_point.setdefault(p, []).append(r)
                 self._by_device.setdefault(p.split("/", 1)[0], []).append((p, r))
+        # The points any rule reads: the hub passes only their readings in.
+        self.points = frozenset(self._by_point)
         self._wake: asyncio.Event | None = None
 
     def handle(self, e: NewEvent) -> list[NewEvent]:

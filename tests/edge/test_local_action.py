@@ -355,13 +355,13 @@ async def test_scheduled_unlock_and_first_person_in(tmp_path: Path) -> None:
 
 
 async def test_a_command_interrupted_by_a_restart_is_not_run_again(tmp_path: Path) -> None:
-    from edge.commands import CommandLog
+    from edge.commands import CommandLog, Done
 
     # What a gateway that died mid-command leaves behind: the placeholder written before running.
     log = CommandLog(tmp_path / "commands.sqlite3")
     ran: list[str] = []
 
-    async def unlock(args: object, cmd: Command) -> tuple[str, dict]:
+    async def unlock(args: object, cmd: Command) -> Done:
         ran.append(cmd.id)
         raise SystemExit  # the process dies here
 
