@@ -36,7 +36,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,14 +50,15 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from drivers.sim.building import Building
+from drivers.sim.modbus_server import free_port
 from edge.access import CredentialStore
 from edge.clock import Clock
 from edge.commands import CommandExecutor, Done
 from edge.config import GatewayConfig
+from edge.local import sync_done
 from edge.outbox import Outbox
 from edge.rehearsal import local_site
 from protocols.access import AccessDelta, AccessLevel, Credential, split_delta
-from protocols.commands import ResultCode
 from protocols.envelope import Command
 
 CREDENTIALS = 100_000
@@ -177,9 +177,7 @@ async def delta_sync(store: CredentialStore) -> float:
     ]
 
     async def apply(args: Any, cmd: Command) -> Done:
-        outcome = await store.apply(args, now_ms=Clock.now_ms())
-        code = {"applied": "done", "current": "done", "pending": "pending"}.get(outcome.code, "failed")
-        return Done(outcome.code, {"version": outcome.version}, ResultCode(code))
+        return sync_done(await store.apply(args, now_ms=Clock.now_ms()))
 
     ex = CommandExecutor(None, Clock("yes"), {"access.sync": apply})
     t0 = time.perf_counter()
@@ -250,7 +248,7 @@ def _credentials_csv(ids: range, version: int) -> bytes:
 def delta_sync_end_to_end(tmp: Path) -> float:
     """A cloud and a gateway process; a CSV import changing 10,000 credentials; seconds until the
     gateway reports the new version."""
-    port_api, port_mqtt = _free_port(), _free_port()
+    port_api, port_mqtt = free_port(), free_port()
     exe = [sys.executable, "-m", "gatehouse"]
     cloud_toml = tmp / "cloud.toml"
     cloud_toml.write_text(
@@ -326,12 +324,6 @@ def delta_sync_end_to_end(tmp: Path) -> float:
             except subprocess.TimeoutExpired:
                 p.kill()
         logs.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str, token: str = "") -> Any:

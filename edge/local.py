@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from drivers.sensors import Meaning
-from edge.access import AccessDecision, AccessRequest, CredentialStore
+from edge.access import AccessDecision, AccessRequest, ApplyOutcome, CredentialStore
 from edge.clock import Clock
 from edge.commands import Done, Handler, Refused
 from edge.doors import Doors
@@ -70,6 +70,19 @@ class PointWriter:
             await bacnet.write(device, name, value)
             return
         raise KeyError(f"no field device {device!r} to write {point} on")
+
+
+SYNC_CODES = {
+    "applied": ResultCode.DONE,
+    "current": ResultCode.DONE,
+    "pending": ResultCode.PENDING,
+    "version_mismatch": ResultCode.VERSION_MISMATCH,
+}
+
+
+def sync_done(outcome: ApplyOutcome) -> Done:
+    """The answer to an ``access.sync``: the store's version, and what became of the delta."""
+    return Done(outcome.detail or outcome.code, {"version": outcome.version}, SYNC_CODES[outcome.code])
 
 
 @dataclasses.dataclass(eq=False)
@@ -393,12 +406,6 @@ class LocalAction:
 
     async def _access_sync(self, args: AccessDelta, cmd: Command) -> Done:
         outcome = await self.store.apply(args, now_ms=self.clock.now_ms())
-        code = {
-            "applied": ResultCode.DONE,
-            "current": ResultCode.DONE,
-            "pending": ResultCode.PENDING,
-            "version_mismatch": ResultCode.VERSION_MISMATCH,
-        }[outcome.code]
         if outcome.code == "applied":
             await self._emit(
                 [
@@ -409,7 +416,7 @@ class LocalAction:
                     )
                 ]
             )
-        return Done(outcome.detail or outcome.code, {"version": outcome.version}, code)
+        return sync_done(outcome)
 
     # ------------------------------------------------------------ status
 

@@ -493,11 +493,14 @@ class Building:
         r.send_bad_parity(int(card), 1)
         return f"a frame with bad parity sent by {target}"
 
-    async def _tamper(self, target: str, on: bool = True, **_: Any) -> str:
+    def _osdp(self, target: str, what: str) -> OsdpReaderSim:
         r = self._reader(target)
         if not isinstance(r, OsdpReaderSim):
-            raise ValueError(f"{target} has no tamper switch the gateway can read")
-        r.tamper(bool(on))
+            raise ValueError(f"{target} has no {what} the gateway can read")
+        return r
+
+    async def _tamper(self, target: str, on: bool = True, **_: Any) -> str:
+        self._osdp(target, "tamper switch").tamper(bool(on))
         return f"{target} tamper {'on' if on else 'off'}"
 
     async def _fail(self, target: str, **_: Any) -> str:
@@ -525,10 +528,7 @@ class Building:
         return f"meter {target} broken (NaN, frozen)"
 
     async def _keys(self, target: str, value: Any = "", **_: Any) -> str:
-        r = self._reader(target)
-        if not isinstance(r, OsdpReaderSim):
-            raise ValueError(f"{target} has no keypad the gateway can read")
-        r.press_keys(str(value))
+        self._osdp(target, "keypad").press_keys(str(value))
         return f"keys pressed at {target}"
 
     async def _exit_request(self, target: str, **_: Any) -> str:
