@@ -115,7 +115,6 @@ class Door:
         # What the door is doing.
         self.open: bool | None = None
         self.opened_at = 0.0
-        self.authorised_until = 0.0
         self.alarm: str | None = None  # "forced" or "held_open" until closed
         self.prealarm_sent = False
         self.written: bool | None = None  # the locked state last confirmed written
@@ -123,7 +122,8 @@ class Door:
         self.written_at = 0.0  # monotonic, when the last write was confirmed
         self.readback: bool | None = None  # the lock relay's last reading (locked?)
         self.mismatch = False  # the relay keeps reading other than written: reported
-        self.authorised_until_ms = 0  # wall clock: openings read before this are allowed
+        # Wall clock, like the readings' times: a contact read open before this is no forced door.
+        self.authorised_until_ms = 0
         self.was_free = False
         self.write_error = ""
         self.writes = 0
@@ -158,11 +158,7 @@ class Door:
             self.remote_until = max(self.remote_until, now + seconds)
         else:
             self.pulse_until = max(self.pulse_until, now + seconds)
-        until = now + seconds + self.cfg.open_grace_s
-        self.authorised_until = max(self.authorised_until, until)
-        self.authorised_until_ms = max(
-            self.authorised_until_ms, _wall_ms() + int((seconds + self.cfg.open_grace_s) * 1000)
-        )
+        self._authorise(seconds + self.cfg.open_grace_s)
         self.changed()
 
     async def confirmed(self, within_s: float) -> bool:
@@ -257,8 +253,8 @@ class Door:
             self.prealarm_sent = False
             # Judged at the moment the contact was read where that is known: a reading that took
             # its time to arrive must not turn a grant's opening into a forced door.
-            read_in_time = t_ms is not None and t_ms <= self.authorised_until_ms
-            authorised = self.free or now < self.authorised_until or read_in_time or not self.want_locked(now)
+            read_ms = t_ms if t_ms is not None else _wall_ms()
+            authorised = self.free or read_ms <= self.authorised_until_ms or not self.want_locked(now)
             if not authorised and was is False:
                 # was None: the first reading after start; a door found open is not forced.
                 self.alarm = "forced"
@@ -274,16 +270,16 @@ class Door:
             # A grant lets one person through: closing the door ends the strike time early.
             if self.pulse_until > now:
                 self.pulse_until = now
-                self.authorised_until = now + self.cfg.open_grace_s
+                self.authorised_until_ms = _wall_ms() + int(self.cfg.open_grace_s * 1000)
                 self.changed()
         return out
 
     def exit_request(self) -> None:
-        now = self._mono()
-        self.authorised_until = max(self.authorised_until, now + self.cfg.exit_grace_s)
-        self.authorised_until_ms = max(
-            self.authorised_until_ms, _wall_ms() + int(self.cfg.exit_grace_s * 1000)
-        )
+        self._authorise(self.cfg.exit_grace_s)
+
+    def _authorise(self, seconds: float) -> None:
+        """An opening within ``seconds`` from now is allowed."""
+        self.authorised_until_ms = max(self.authorised_until_ms, _wall_ms() + int(seconds * 1000))
 
     MISMATCH_S = 3.0  # a relay reading other than written for this long after the write: a fault
 
