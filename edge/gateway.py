@@ -219,14 +219,13 @@ class Gateway:
 
             return call
 
-        names = ("ping", "door.unlock", "intrusion.arm", "intrusion.disarm", "intrusion.bypass")
-        handlers = {n: current(n) for n in (*names, "fire.reset")}
+        handlers = {n: current(n) for n in LocalAction.COMMANDS}
+        # The store is the gateway's, not the field set's: a sync is taken during a config change.
         handlers["access.sync"] = self._access_sync
         handlers["config.apply"] = self._config_apply
         return handlers
 
     async def _access_sync(self, args: Any, cmd: Command) -> Done:
-        # The store is the gateway's, not the field set's: a sync may run during a config change.
         assert self.field is not None
         result = await self.field.local.handlers()["access.sync"](args, cmd)
         if self.uplink is not None and result.code is ResultCode.DONE:

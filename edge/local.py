@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from drivers.sensors import Meaning
@@ -330,16 +330,19 @@ class LocalAction:
 
     # ------------------------------------------------------------ commands
 
+    # command -> the method that answers it
+    COMMANDS: ClassVar[dict[str, str]] = {
+        "ping": "_ping",
+        "door.unlock": "_door_unlock",
+        "intrusion.arm": "_arm",
+        "intrusion.disarm": "_disarm",
+        "intrusion.bypass": "_bypass",
+        "fire.reset": "_fire_reset",
+        "access.sync": "_access_sync",
+    }
+
     def handlers(self) -> dict[str, Handler]:
-        return {
-            "ping": self._ping,
-            "door.unlock": self._door_unlock,
-            "intrusion.arm": self._arm,
-            "intrusion.disarm": self._disarm,
-            "intrusion.bypass": self._bypass,
-            "fire.reset": self._fire_reset,
-            "access.sync": self._access_sync,
-        }
+        return {name: getattr(self, method) for name, method in self.COMMANDS.items()}
 
     async def _ping(self, args: Any, cmd: Command) -> Done:
         return Done("pong")
