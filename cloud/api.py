@@ -1,15 +1,19 @@
-"""The cloud's HTTP API: health and metrics for the operator, ``/api/v1`` for the console and tools.
+"""The cloud's HTTP app: health and metrics for the operator, ``/api/v1`` for the console's
+actions and for integrations, and the console's pages.
 
-``/healthz`` and ``/metrics`` need no token (load balancers and Prometheus scrape them);
-everything under ``/api/v1`` needs ``Authorization: Bearer <token>``.
+``/healthz`` and ``/metrics`` need no principal (load balancers and Prometheus scrape them);
+everything else names the permission it needs (``cloud.accounts.permissions``): a bearer token
+(the platform's, or an API token) or a signed-in session. A console page asked for without a
+session redirects to the sign-in page; an API route answers 401 in JSON.
 """
 
 import asyncio
 import logging
 from datetime import datetime
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
@@ -17,13 +21,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud import metrics
 from cloud.access.endpoints import router as access_router
+from cloud.accounts.endpoints import router as accounts_router
+from cloud.accounts.permissions import Authorize, Permission
+from cloud.audit.endpoints import router as audit_router
 from cloud.commands.endpoints import router as commands_router
 from cloud.commands.service import Publisher
 from cloud.config import CloudConfig, api_token, api_token_owner
+from cloud.console.pages import router as console_router
 from cloud.db import SessionFactory, is_transient
 from cloud.events.endpoints import router as events_router
 from cloud.kit.errors import CloudError, Unauthorized
-from cloud.kit.web import SessionDep, require_token
+from cloud.kit.web import SessionDep
+from cloud.property.endpoints import router as property_router
 from cloud.registry import count_online, list_gateways
 
 log = logging.getLogger(__name__)
@@ -84,7 +93,9 @@ def create_app(
     app.state.config = config
 
     @app.exception_handler(CloudError)
-    async def _domain_error(_request: Request, exc: CloudError) -> JSONResponse:
+    async def _domain_error(request: Request, exc: CloudError) -> Response:
+        if isinstance(exc, Unauthorized) and _is_page(request):
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", 303)
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
         return JSONResponse(exc.payload(), exc.status_code, headers=headers)
 
@@ -122,16 +133,26 @@ def create_app(
 
     api = APIRouter(
         prefix="/api/v1",
-        dependencies=[Depends(require_token)],
         responses={
-            401: {"model": ErrorOut, "description": "Missing or wrong API token"},
+            401: {"model": ErrorOut, "description": "No principal: sign in or send a bearer token"},
+            403: {"model": ErrorOut, "description": "The principal may not do this (here)"},
             422: {"description": "A query parameter is not valid; the detail says which and why"},
             503: {"model": ErrorOut, "description": "The database is unavailable"},
         },
     )
-    api.include_router(gateways_router)
-    api.include_router(events_router)
-    api.include_router(commands_router)
-    api.include_router(access_router)
+    api.include_router(gateways_router, dependencies=[Depends(Authorize(Permission.GATEWAYS_READ))])
+    api.include_router(events_router, dependencies=[Depends(Authorize(Permission.EVENTS_READ))])
+    api.include_router(commands_router, dependencies=[Depends(Authorize(Permission.GATEWAYS_COMMAND))])
+    api.include_router(access_router, dependencies=[Depends(Authorize(Permission.ACCESS_READ))])
+    api.include_router(property_router)
+    api.include_router(accounts_router)
+    api.include_router(audit_router)
     app.include_router(api)
+    app.include_router(console_router)
     return app
+
+
+def _is_page(request: Request) -> bool:
+    """A console page (HTML), as opposed to the JSON API or the operator's endpoints."""
+    path = request.url.path
+    return not path.startswith(("/api/", "/healthz", "/metrics", "/static/"))

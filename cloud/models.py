@@ -1,5 +1,8 @@
 """The cloud's tables: the gateway registry, the events and what ingest refused (0001); the
-commands sent to gateways and each site's access-control data (0002).
+commands sent to gateways and each site's access-control data (0002); each gateway's company and
+site, its devices and points, their latest values and the hourly event counts (0003). The property
+model, the accounts and the audit log have their own modules (``cloud/property``,
+``cloud/accounts``, ``cloud/audit``) on the same ``Base``.
 
 The migrations in ``cloud/migrations`` create these tables and are the truth about their DDL;
 on PostgreSQL the events table is partitioned by month, which these declarations do not show
@@ -85,6 +88,14 @@ class Gateway(Base):
     event_count: Mapped[int] = mapped_column(BigInteger, default=0)
     # The version of its credential store the gateway last reported (its birth, or a sync done).
     access_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The company and site it serves (0003); None for a gateway registered before sites existed
+    # or by the platform operator without one: only the platform token sees those.
+    company_id: Mapped[int | None] = mapped_column(BigInteger)
+    site_id: Mapped[int | None] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(default="")  # e.g. "T1 plant room"
+    # Revoked: it can no longer sign in (its hash is emptied); the row and its history stay.
+    revoked_at: Mapped[datetime | None]
+    credentials_rotated_at: Mapped[datetime | None]
 
 
 class Event(Base):
@@ -114,6 +125,8 @@ class Event(Base):
         Index("events_key", "gateway_id", "store_id", "seq", unique=True),
         Index("events_gateway_time", "gateway_id", "reported_time"),
         Index("events_kind", "kind"),
+        # A point's trend, a door's history: one source of one gateway over time (0003).
+        Index("events_source_time", "gateway_id", "source", "reported_time"),
     )
 
 
@@ -243,3 +256,52 @@ class AccessCredential(Base):
         Index("access_credentials_version", "site", "version"),
         Index("access_credentials_card", "site", "card"),
     )
+
+
+class GatewayDevice(Base):
+    """A field device a gateway reads, as its birth inventory (from its config) describes it."""
+
+    __tablename__ = "gateway_devices"
+
+    gateway_id: Mapped[str] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(primary_key=True)  # the driver's device name
+    protocol: Mapped[str]  # modbus, bacnet, wiegand, osdp, io, ...
+    description: Mapped[str] = mapped_column(default="")
+    updated_at: Mapped[datetime]
+
+
+class GatewayPoint(Base):
+    """A point a gateway reports (telemetry source ``device/point``), with its unit."""
+
+    __tablename__ = "gateway_points"
+
+    gateway_id: Mapped[str] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(primary_key=True)  # "device/point", as events carry it
+    device: Mapped[str]
+    unit: Mapped[str] = mapped_column(default="")
+    updated_at: Mapped[datetime]
+
+
+class LatestValue(Base):
+    """The newest event of each (gateway, source, kind): a point's latest value, a door's state, a
+    device's status, without searching the events table. Kept by ingest a moment after commit."""
+
+    __tablename__ = "latest_values"
+
+    gateway_id: Mapped[str] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    reported_time: Mapped[datetime]
+    data: Mapped[dict[str, Any]]
+
+
+class EventCountHourly(Base):
+    """Events stored per gateway per UTC hour (by when ingest stored them): the dashboard's
+    "today's events" and its hourly bars, without counting a table of hundreds of millions."""
+
+    __tablename__ = "event_counts_hourly"
+
+    gateway_id: Mapped[str] = mapped_column(primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)  # the hour's start, UTC
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -14,6 +14,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v pg_ctlcluster >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 \
     || [ -x /usr/local/bin/postgres ] || need_apt+=(postgresql)
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+  # The console's browser tests run Debian's Chromium headless.
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"

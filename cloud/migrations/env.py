@@ -8,6 +8,9 @@ from sqlalchemy.engine import Connection
 
 from cloud.db import create_engine
 from cloud.models import Base
+from cloud.tables import register_all_tables
+
+register_all_tables()
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,5 @@
+"""The audit API under /api/v1 (filled in by its module)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["audit"])
