@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocols.configuration import ConfigError, read_config
 
@@ -68,6 +68,16 @@ class MosquittoConfig(_Section):
     password_file: str = ""
     acl_file: str = ""
     pid_file: str = ""
+    # Mosquitto's dynamic-security plugin instead of the two files: the cloud creates, re-keys and
+    # deletes each gateway's broker client through $CONTROL/dynamic-security/v1, signed in as its
+    # own MQTT user (which must be the plugin's admin); see config/mosquitto/README.md.
+    dynsec: bool = False
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "MosquittoConfig":
+        if self.dynsec and (self.password_file or self.acl_file):
+            raise ValueError("dynsec replaces password_file and acl_file: set one or the other")
+        return self
 
 
 class IngestConfig(_Section):
@@ -85,6 +95,19 @@ class AccessConfig(_Section):
     confirm_every_s: Annotated[float, Field(ge=60, le=86_400)] = 3600.0
 
 
+class ConsoleConfig(_Section):
+    # Session cookies carry the Secure flag: browsers then send them over HTTPS only (and to
+    # http://localhost and 127.0.0.1, which Chromium and Firefox treat as secure). Turn off only
+    # for a console served over plain HTTP on another address, such as a LAN test rig.
+    secure_cookies: bool = True
+    # A console session ends this long after sign-in, used or not.
+    session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 12
+    # This many wrong passwords (or second-factor codes) in a row lock the account for
+    # lockout_minutes; a successful sign-in resets the count.
+    lockout_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    lockout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
+
+
 class CloudConfig(_Section):
     data_dir: Annotated[str, Field(min_length=1)] = "./var/cloud"
     database: DatabaseConfig = DatabaseConfig()
@@ -93,6 +116,7 @@ class CloudConfig(_Section):
     mosquitto: MosquittoConfig = MosquittoConfig()
     ingest: IngestConfig = IngestConfig()
     access: AccessConfig = AccessConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,10 @@ class ResidentAccount(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
     login: Mapped[str] = mapped_column(unique=True)  # a phone number (digits, +) or an email, lower case
     password_hash: Mapped[str | None]
+    # A one-time code the office hands the resident (printed, or by text message) to choose a
+    # password at first sign-in: argon2, like a password, and good until it is used or expires.
+    setup_code_hash: Mapped[str | None]
+    setup_code_expires_at: Mapped[datetime | None]
     failed_logins: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None]
     active: Mapped[bool] = mapped_column(default=True)

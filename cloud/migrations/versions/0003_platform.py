@@ -39,6 +39,25 @@ _SQLITE_AUDIT_GUARD = (
     "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused'); END",
 )
 
+# The events list pages newest first by id over a table partitioned by reported time (see
+# cloud/events/repository.py, select_events). On PostgreSQL two of 0001's indexes carry the id:
+# a kind's events come out of events_kind newest first with no sort (text_pattern_ops: a kind
+# prefix, LIKE 'door.%', is a range of it whatever the collation, and equality still uses it), and
+# a time window's newest ids come out of events_gateway_time alone (an index-only scan) before
+# their rows are read. On SQLite every index already ends with the rowid, which is the id.
+_PG_EVENT_INDEXES_UP = (
+    "DROP INDEX events_kind",
+    "CREATE INDEX events_kind ON events (kind text_pattern_ops, id)",
+    "DROP INDEX events_gateway_time",
+    "CREATE INDEX events_gateway_time ON events (gateway_id, reported_time, id)",
+)
+_PG_EVENT_INDEXES_DOWN = (
+    "DROP INDEX events_kind",
+    "CREATE INDEX events_kind ON events (kind)",
+    "DROP INDEX events_gateway_time",
+    "CREATE INDEX events_gateway_time ON events (gateway_id, reported_time)",
+)
+
 
 def upgrade() -> None:
     """Upgrade schema."""
@@ -223,6 +242,8 @@ def upgrade() -> None:
         sa.Column("person_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("login", sa.Text(), nullable=False),
         sa.Column("password_hash", sa.Text(), nullable=True),
+        sa.Column("setup_code_hash", sa.Text(), nullable=True),
+        sa.Column("setup_code_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("failed_logins", sa.Integer(), nullable=False),
         sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
@@ -535,6 +556,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index("events_source_time", ["gateway_id", "source", "reported_time"], unique=False)
+    if op.get_context().dialect.name == "postgresql":
+        for statement in _PG_EVENT_INDEXES_UP:
+            op.execute(statement)
 
     with op.batch_alter_table("gateways", schema=None) as batch_op:
         batch_op.add_column(sa.Column("company_id", sa.BigInteger(), nullable=True))
@@ -604,6 +628,9 @@ def downgrade() -> None:
         batch_op.drop_column("site_id")
         batch_op.drop_column("company_id")
 
+    if op.get_context().dialect.name == "postgresql":
+        for statement in _PG_EVENT_INDEXES_DOWN:
+            op.execute(statement)
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("events_source_time")
 
