@@ -51,6 +51,15 @@ CREDENTIAL_VALUES = (
 )
 
 
+# Each table's value columns, by table name.
+VALUES: dict[str, tuple[str, ...]] = {
+    SCHEDULES.name: SCHEDULE_VALUES,
+    LEVELS.name: LEVEL_VALUES,
+    HOLIDAYS.name: HOLIDAY_VALUES,
+    CREDENTIALS.name: CREDENTIAL_VALUES,
+}
+
+
 def key_of(table: Table) -> str:
     return "date" if table is HOLIDAYS else "id"
 

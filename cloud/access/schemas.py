@@ -29,6 +29,24 @@ class RowErrorOut(BaseModel):
     message: str
 
 
+class ErrorOut(BaseModel):
+    detail: str
+    code: str
+
+
+class RequestErrorOut(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class RequestErrorsOut(BaseModel):
+    """A request the API could not read at all (a query parameter out of range, say): FastAPI's
+    own answer, a list of problems each with where it is."""
+
+    detail: list[RequestErrorOut]
+
+
 class InvalidRowsOut(BaseModel):
     detail: str
     code: str

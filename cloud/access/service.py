@@ -6,6 +6,9 @@ stamps the rows it touched with the new version; what it removes stays as a tomb
 version. So ``delta_for(site, base)`` is what has a version above ``base``: the live rows as
 upserts and the tombstones as removals. A change that changes nothing (a file imported twice) leaves
 the version alone, so the gateways are sent nothing.
+
+Each change takes an optional ``audit`` hook, called in the change's transaction with what it did
+(``Touched``): the caller writes the audit entry there, so the change and its entry commit together.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +50,10 @@ log = logging.getLogger(__name__)
 
 MAX_SITE_LENGTH = 200
 _PIN_CHUNK = 256
+# What the audit log is told of a change: at most this many keys per list (a 100,000-row import
+# is counted, not listed), and each row before and after only when it touched at most DETAILED_ROWS.
+MAX_AUDIT_KEYS = 1000
+DETAILED_ROWS = 20
 
 
 class UnknownSchedule(NotFound):
@@ -70,6 +77,81 @@ class Change:
     @property
     def bumped(self) -> bool:
         return bool(self.added or self.changed or self.removed)
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """What a change did, key by key, for the audit log. ``rows_before``/``rows_after``: each
+    touched row's values (a credential's PIN only as "none", "set" or "changed", never its hash),
+    or None when the change touched more than ``DETAILED_ROWS``."""
+
+    table: str  # "credentials", "levels", "schedules", "holidays"
+    base: int  # the site's version before the change
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    rows_before: dict[str, dict[str, Any]] | None
+    rows_after: dict[str, dict[str, Any]] | None
+
+
+# Called in the change's transaction: (session, what it did, row by row).
+AuditHook = Callable[[AsyncSession, Change, Touched], Awaitable[None]]
+
+
+def _pin_shown(before: str | None, after: str | None) -> str:
+    if after is None:
+        return "none"
+    return "changed" if before is not None and before != after else "set"
+
+
+def _shown(row: dict[str, Any], pin_before: str | None = None, *, after: bool = False) -> dict[str, Any]:
+    """A row as the audit log may keep it: a PIN hash is a secret (a 4-digit PIN falls to 10,000
+    guesses), so only whether there is one, and in ``after`` whether it changed."""
+    if "pin_hash" not in row:
+        return row
+    shown = {k: v for k, v in row.items() if k != "pin_hash"}
+    if after:
+        shown["pin"] = _pin_shown(pin_before, row["pin_hash"])
+    else:
+        shown["pin"] = "none" if row["pin_hash"] is None else "set"
+    return shown
+
+
+def _touched(
+    table: Table,
+    base: int,
+    plan: _Plan,
+    removed: Sequence[Any],
+    old: dict[Any, tuple[Any, ...]],
+    rows: dict[Any, dict[str, Any]],
+) -> Touched:
+    values = repo.VALUES[table.name]
+    keys = (*plan.added, *plan.changed, *removed)
+    rows_before: dict[str, dict[str, Any]] | None = None
+    rows_after: dict[str, dict[str, Any]] | None = None
+    if len(keys) <= DETAILED_ROWS:
+        rows_before, rows_after = {}, {}
+        for k in keys:
+            had = old.get(k)
+            before = dict(zip(values, had[1:], strict=True)) if had is not None and not had[0] else None
+            if before is not None:
+                rows_before[str(k)] = _shown(before)
+            if k in rows:
+                pin_before = before.get("pin_hash") if before is not None else None
+                rows_after[str(k)] = _shown(rows[k], pin_before, after=True)
+
+    def listed(ks: Sequence[Any]) -> list[str]:
+        return sorted(str(k) for k in ks)[:MAX_AUDIT_KEYS]
+
+    return Touched(
+        table.name.removeprefix("access_"),
+        base,
+        listed(plan.added),
+        listed(plan.changed),
+        listed(removed),
+        rows_before,
+        rows_after,
+    )
 
 
 def check_site(site: str) -> None:
@@ -109,10 +191,17 @@ async def _apply(
     plan: _Plan,
     rows: dict[Any, dict[str, Any]],
     removed: Sequence[Any] = (),
+    *,
+    old: dict[Any, tuple[Any, ...]],
+    audit: AuditHook | None,
 ) -> Change:
-    """Write the plan at version current + 1 (and bump the site) if it changes anything."""
+    """Write the plan at version current + 1 (and bump the site) if it changes anything; tell
+    ``audit`` what was done (also when nothing was: an import is recorded all the same)."""
     if not (plan.added or plan.changed or removed):
-        return Change(unchanged=plan.unchanged, version=current)
+        change = Change(unchanged=plan.unchanged, version=current)
+        if audit is not None:
+            await audit(session, change, _touched(table, current, plan, removed, old, rows))
+        return change
     version = current + 1
     key = repo.key_of(table)
     await repo.upsert(
@@ -125,7 +214,10 @@ async def _apply(
     )
     await repo.tombstone(session, table, site, removed, version)
     await repo.set_version(session, site, version)
-    return Change(len(plan.added), len(plan.changed), plan.unchanged, len(removed), version)
+    change = Change(len(plan.added), len(plan.changed), plan.unchanged, len(removed), version)
+    if audit is not None:
+        await audit(session, change, _touched(table, current, plan, removed, old, rows))
+    return change
 
 
 def _credential_values(c: Credential) -> dict[str, Any]:
@@ -190,7 +282,12 @@ def _card_conflicts(holders: Iterable[tuple[str, str, int | None]], rows: dict[s
 
 
 async def import_credentials(
-    sessions: SessionFactory, site: str, data: bytes, *, replace: bool = False
+    sessions: SessionFactory,
+    site: str,
+    data: bytes,
+    *,
+    replace: bool = False,
+    audit: AuditHook | None = None,
 ) -> Change:
     """Import a credentials CSV (see cloud/access/csvfile.py) into ``site``: all of it or nothing.
     With ``replace``, the site's credentials missing from the file are removed. Raises InvalidRows."""
@@ -220,12 +317,21 @@ async def import_credentials(
         errors += _card_conflicts(holders, parsed.rows)
         if errors:
             raise InvalidRows(errors)
-        change = await _apply(session, repo.CREDENTIALS, site, current, _plan(old, new), rows, removed)
+        change = await _apply(
+            session, repo.CREDENTIALS, site, current, _plan(old, new), rows, removed, old=old, audit=audit
+        )
     log.info("site %r: credentials imported: %s", site, change)
     return change
 
 
-async def import_levels(sessions: SessionFactory, site: str, data: bytes, *, replace: bool = False) -> Change:
+async def import_levels(
+    sessions: SessionFactory,
+    site: str,
+    data: bytes,
+    *,
+    replace: bool = False,
+    audit: AuditHook | None = None,
+) -> Change:
     """Import an access-levels CSV into ``site``: all of it or nothing. With ``replace``, levels
     missing from the file are removed (refused while a credential still holds one)."""
     check_site(site)
@@ -250,7 +356,9 @@ async def import_levels(sessions: SessionFactory, site: str, data: bytes, *, rep
             errors += await _levels_still_held(session, site, set(removed))
         if errors:
             raise InvalidRows(errors)
-        change = await _apply(session, repo.LEVELS, site, current, _plan(old, new), rows, removed)
+        change = await _apply(
+            session, repo.LEVELS, site, current, _plan(old, new), rows, removed, old=old, audit=audit
+        )
     log.info("site %r: access levels imported: %s", site, change)
     return change
 
@@ -275,7 +383,9 @@ async def _levels_still_held(session: AsyncSession, site: str, levels: set[str])
     ]
 
 
-async def put_schedule(sessions: SessionFactory, site: str, schedule: Schedule) -> Change:
+async def put_schedule(
+    sessions: SessionFactory, site: str, schedule: Schedule, *, audit: AuditHook | None = None
+) -> Change:
     """Add or replace one schedule."""
     check_site(site)
     values = {
@@ -287,10 +397,21 @@ async def put_schedule(sessions: SessionFactory, site: str, schedule: Schedule) 
     async with sessions() as session, session.begin():
         current = await repo.lock_site(session, site)
         old = await repo.existing(session, repo.SCHEDULES, site, repo.SCHEDULE_VALUES)
-        return await _apply(session, repo.SCHEDULES, site, current, _plan(old, new), {schedule.id: values})
+        return await _apply(
+            session,
+            repo.SCHEDULES,
+            site,
+            current,
+            _plan(old, new),
+            {schedule.id: values},
+            old=old,
+            audit=audit,
+        )
 
 
-async def delete_schedule(sessions: SessionFactory, site: str, schedule_id: str) -> Change:
+async def delete_schedule(
+    sessions: SessionFactory, site: str, schedule_id: str, *, audit: AuditHook | None = None
+) -> Change:
     """Remove a schedule; refused (409) while a level uses it."""
     check_site(site)
     async with sessions() as session, session.begin():
@@ -308,10 +429,15 @@ async def delete_schedule(sessions: SessionFactory, site: str, schedule_id: str)
         if users:
             names = ", ".join(repr(u) for u in sorted(users)[:5])
             raise ScheduleInUse(f"schedule {schedule_id!r} is used by level(s) {names}")
-        return await _apply(session, repo.SCHEDULES, site, current, _Plan([], [], 0), {}, [schedule_id])
+        old = await repo.existing(session, repo.SCHEDULES, site, repo.SCHEDULE_VALUES)
+        return await _apply(
+            session, repo.SCHEDULES, site, current, _Plan([], [], 0), {}, [schedule_id], old=old, audit=audit
+        )
 
 
-async def put_holidays(sessions: SessionFactory, site: str, holidays: Sequence[Holiday]) -> Change:
+async def put_holidays(
+    sessions: SessionFactory, site: str, holidays: Sequence[Holiday], *, audit: AuditHook | None = None
+) -> Change:
     """Replace the site's holidays with ``holidays``."""
     check_site(site)
     seen: dict[Any, int] = {}
@@ -325,7 +451,9 @@ async def put_holidays(sessions: SessionFactory, site: str, holidays: Sequence[H
         current = await repo.lock_site(session, site)
         old = await repo.existing(session, repo.HOLIDAYS, site, repo.HOLIDAY_VALUES)
         removed = [d for d, had in old.items() if not had[0] and d not in rows]
-        return await _apply(session, repo.HOLIDAYS, site, current, _plan(old, new), rows, removed)
+        return await _apply(
+            session, repo.HOLIDAYS, site, current, _plan(old, new), rows, removed, old=old, audit=audit
+        )
 
 
 @dataclass(frozen=True, slots=True)

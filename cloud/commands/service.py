@@ -4,11 +4,19 @@ A command is checked against ``protocols.commands.COMMANDS``, stored (status ``s
 published on ``gh/v1/{gateway}/cmd`` (QoS 1, not retained), so that an answer arriving at once finds
 its row. The gateway answers on ``cmd/result``; ingest records the answer (``record_result``) and
 whoever waits reads it from the database, so the API may run in another process than ingest.
+
+Who may: a door command (``door.*``: remote unlock, door modes) needs ``doors.control`` at the
+gateway's site, any other ``gateways.command``; a gateway of another company, or at a site where
+the principal has no gateway permission at all, answers 404 as if it did not exist.
+Every command someone asks for is written to the audit log in the transaction that stores it (the
+issue names remote unlock explicitly); the cloud's own ``access.sync`` pushes are not: the access
+change that caused them is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,6 +29,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloud.accounts.permissions import Forbidden, Permission, Principal
+from cloud.audit.chain import record
 from cloud.commands.repository import find_command, insert_commands, select_commands
 from cloud.db import SessionFactory
 from cloud.kit.errors import InvalidInput, NotFound, Unavailable
@@ -38,6 +48,7 @@ MAX_WAIT_S = 30.0
 MAX_BY_LENGTH = 128
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+DOOR_PREFIX = "door."
 
 
 class Status(StrEnum):
@@ -181,6 +192,97 @@ def describe(err: ValidationError, prefix: str) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def command_permission(name: str) -> Permission:
+    """The permission a command needs: a door's (remote unlock, door modes) doors.control, any
+    other (an unknown name included: it is refused as unknown later) gateways.command."""
+    return Permission.DOORS_CONTROL if name.startswith(DOOR_PREFIX) else Permission.GATEWAYS_COMMAND
+
+
+def operator(by: str) -> Principal:
+    """Who gives a command from outside the API (the CLI, run with the cloud's own database and
+    config): the platform operator, under the name given."""
+    return Principal(kind="platform", id=None, name=by, company_id=None)
+
+
+# Any of these at a gateway's site lets the principal know the gateway is there.
+_SEES_GATEWAYS = (Permission.GATEWAYS_READ, Permission.GATEWAYS_COMMAND, Permission.DOORS_CONTROL)
+
+
+def holds_at_site(principal: Principal, permission: Permission, site_id: int | None) -> bool:
+    """May the principal use ``permission`` at this gateway's site? A gateway at no site only
+    with the permission at every site: a site-limited principal has no claim on it."""
+    if site_id is None:
+        return principal.sites(permission) is None
+    return principal.can(permission, site_id)
+
+
+async def visible_gateway(
+    session: AsyncSession, principal: Principal, gateway_id: str, permission: Permission
+) -> Gateway:
+    """The gateway, if the principal may use ``permission`` on it. UnknownGateway (404) when it is
+    not registered, is another company's, or stands at a site where the principal has no gateway
+    permission at all (the same answer: a 403 would tell that it exists); Forbidden (403) when the
+    principal sees it but lacks ``permission`` there."""
+    gateway = await session.get(Gateway, gateway_id)
+    if gateway is None or not (
+        principal.is_platform
+        or (
+            gateway.company_id == principal.company_id
+            and any(holds_at_site(principal, p, gateway.site_id) for p in (*_SEES_GATEWAYS, permission))
+        )
+    ):
+        raise UnknownGateway(f"gateway {gateway_id!r} is not registered")
+    if not holds_at_site(principal, permission, gateway.site_id):
+        raise Forbidden(
+            f"{principal.name}: not allowed to {permission.value} at gateway {gateway_id!r}'s site"
+        )
+    return gateway
+
+
+def audited_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A command's arguments as the audit log keeps them: as recorded, except a config.apply's
+    TOML (a gateway's config holds its broker password: never a secret in the log), kept as its
+    SHA-256 and size."""
+    if name != "config.apply" or not isinstance(args.get("toml"), str):
+        return args
+    toml = args["toml"].encode("utf-8")
+    return {
+        **{k: v for k, v in args.items() if k != "toml"},
+        "toml_sha256": hashlib.sha256(toml).hexdigest(),
+        "toml_bytes": len(toml),
+    }
+
+
+async def _audit_command(
+    session: AsyncSession, principal: Principal, gateway: Gateway, row: dict[str, Any], ip: str
+) -> None:
+    """The audit entry of one command, in the transaction that stores it: a door command as an
+    action on the door (``door.unlock`` on ``gateway/door``), any other on the gateway."""
+    name: str = row["name"]
+    args = audited_args(name, row["args"])
+    if name.startswith(DOOR_PREFIX):
+        action, target_type, target_id = name, "door", f"{gateway.id}/{args.get('door', '')}"
+    else:
+        action, target_type, target_id = f"gateway.command.{name}", "gateway", gateway.id
+    await record(
+        session,
+        principal,
+        action,
+        target_type,
+        target_id,
+        company_id=gateway.company_id,
+        site_id=gateway.site_id,
+        after={
+            "command_id": row["id"],
+            "gateway_id": gateway.id,
+            "name": name,
+            "args": args,
+            "expires_at": row["expires_at"],
+        },
+        ip=ip,
+    )
+
+
 def _check_common(by: str, expires_in_s: float) -> None:
     if not by or len(by) > MAX_BY_LENGTH:
         raise InvalidInput(f"by: who asks must be named, in 1 to {MAX_BY_LENGTH} characters")
@@ -232,16 +334,24 @@ async def send_commands(
     by: str,
     expires_in_s: float = DEFAULT_EXPIRES_S,
     hold: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+    audit_as: Principal | None = None,
+    ip: str = "",
 ) -> list[GatewayCommand]:
     """Store the commands (one transaction), then publish them in order. Their arguments must have
-    been checked. ``hold`` wraps the write (ingest's write gate). Raises UnknownGateway, or
-    TooLarge when a command does not fit one MQTT message (nothing is stored then)."""
+    been checked. ``hold`` wraps the write (ingest's write gate). With ``audit_as``, each command
+    is written to the audit log as that principal's, in the same transaction. Raises
+    UnknownGateway, or TooLarge when a command does not fit one MQTT message (nothing is stored
+    then)."""
     _check_common(by, expires_in_s)
     prepared = _prepare(gateway_id, outgoing, by=by, expires_in_s=expires_in_s, now=datetime.now(UTC))
     async with (hold or nullcontext)(), sessions() as session, session.begin():
-        if await session.get(Gateway, gateway_id) is None:
+        gateway = await session.get(Gateway, gateway_id)
+        if gateway is None:
             raise UnknownGateway(f"gateway {gateway_id!r} is not registered")
         await insert_commands(session, [p.row for p in prepared])
+        if audit_as is not None:
+            for p in prepared:
+                await _audit_command(session, audit_as, gateway, p.row, ip)
     for p in prepared:
         publisher.publish(topic(gateway_id, Channel.CMD), p.payload)
     return [GatewayCommand(**p.row) for p in prepared]
@@ -256,18 +366,30 @@ async def issue_command(
     *,
     by: str,
     expires_in_s: float = DEFAULT_EXPIRES_S,
+    principal: Principal | None = None,
+    ip: str = "",
 ) -> GatewayCommand:
-    """Check, store and send one command. Raises InvalidArgs/InvalidInput (422), UnknownGateway
-    (404), or BrokerUnavailable (503) when there is no connection to the broker to send it on."""
+    """Check, store, audit and send one command for ``principal`` (default: the platform
+    operator named ``by``, as the CLI gives commands). Raises UnknownGateway (404) for a gateway
+    the principal does not see, Forbidden (403) without the command's permission at its site,
+    InvalidArgs/InvalidInput (422), or BrokerUnavailable (503) when there is no connection to the
+    broker to send it on."""
     _check_common(by, expires_in_s)
-    checked = check_args(name, args)
+    principal = principal or operator(by)
     async with sessions() as session:
-        if await session.get(Gateway, gateway_id) is None:
-            raise UnknownGateway(f"gateway {gateway_id!r} is not registered")
+        await visible_gateway(session, principal, gateway_id, command_permission(name))
+    checked = check_args(name, args)
     if publisher is None or not publisher.connected:
         raise BrokerUnavailable("not connected to the MQTT broker: the command was not sent, try again")
     (command,) = await send_commands(
-        sessions, publisher, gateway_id, [Outgoing(name, checked)], by=by, expires_in_s=expires_in_s
+        sessions,
+        publisher,
+        gateway_id,
+        [Outgoing(name, checked)],
+        by=by,
+        expires_in_s=expires_in_s,
+        audit_as=principal,
+        ip=ip,
     )
     return command
 
