@@ -121,6 +121,11 @@ class Event(Base):
     source: Mapped[str]
     data: Mapped[dict[str, Any]]
 
+    # Chosen for the events list (newest first by id: cloud/events/repository.py) and ingest, which
+    # pays for each. SQLite ends every index with the rowid (the id), so events_kind gives a kind's
+    # events newest first and events_gateway_time a time window's ids without reading the rows; on
+    # PostgreSQL (migration 0003) those two name the id as their last column, and events_kind is
+    # text_pattern_ops so that a kind prefix is a range of it too.
     __table_args__ = (
         Index("events_key", "gateway_id", "store_id", "seq", unique=True),
         Index("events_gateway_time", "gateway_id", "reported_time"),
