@@ -300,8 +300,8 @@ def delta_sync_end_to_end(tmp: Path) -> float:
         token = (tmp / "cloud" / "api-token").read_text().strip()
 
         def gateway_version() -> int:
-            doc = _get(f"{api}/api/v1/gateways", token) or []
-            return next((int(g["access_version"]) for g in doc if g["id"] == "gw-bench" and g["online"]), -1)
+            g = _get(f"{api}/api/v1/gateways/gw-bench", token)
+            return int(g["access_version"]) if g and g["online"] else -1
 
         _wait(lambda: gateway_version() >= 0, 60)
         levels = Building.levels_csv().encode()

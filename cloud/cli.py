@@ -10,12 +10,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from cloud.accounts.cli import add_commands as add_account_commands
+from cloud.accounts.permissions import PLATFORM, Principal
+from cloud.audit.cli import add_audit_commands
+from cloud.broker.provision import BrokerSync
 from cloud.commands.repository import find_command
 from cloud.commands.schemas import CommandOut
 from cloud.commands.service import (
@@ -30,10 +35,17 @@ from cloud.commands.service import (
 )
 from cloud.config import CloudConfig, broker_address, load_cloud_config
 from cloud.db import SessionFactory
+from cloud.gateways.service import (
+    Issued,
+    register_gateway,
+    revoke_gateway_credentials,
+    rotate_gateway_credentials,
+)
 from cloud.kit.errors import CloudError, InvalidInput
 from cloud.models import GatewayCommand
 from cloud.mqtt_link import Inbound
-from cloud.registry import add_gateway, list_gateways, sync_mosquitto_files
+from cloud.registry import list_gateways
+from cloud.seed_cli import add_seed_commands
 from cloud.server import StartupFailed, command_link, open_database, run_ingest, serve
 from protocols.commands import COMMANDS
 from protocols.configuration import ConfigError
@@ -75,7 +87,11 @@ def add_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(func=_migrate)
 
     gateway = subparsers.add_parser(
-        "gateway", help="register and list gateways", description="Register and list gateways."
+        "gateway",
+        help="register, list, re-key and revoke gateways, and send them commands",
+        description="Register gateways, list them, rotate or revoke their broker credentials, send "
+        "them commands. Registering, rotating and revoking are recorded in the audit log as the "
+        "platform operator (with your login name).",
     )
     gateway_sub = gateway.add_subparsers(dest="gateway_command", metavar="ACTION", required=True)
 
@@ -86,11 +102,41 @@ def add_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser
         "holding its generated password. The password is shown this once; the cloud keeps only a hash.",
     )
     p.add_argument("gateway_id", metavar="ID", help="gateway id: letters, digits, '.', '_', '-'")
-    p.add_argument("--site", default="", help="the site (building, estate) the gateway serves")
+    p.add_argument(
+        "--site",
+        default="",
+        metavar="CODE",
+        help="the code of the site it serves (the gateway then belongs to that site's company); a code "
+        "no site has is kept as the gateway's site name only",
+    )
+    p.add_argument("--name", default="", help="what to call it in the console, e.g. 'T1 plant room'")
     _config_option(p)
-    p.add_argument("--mqtt-url", help="broker URL the gateway connects to (default: the cloud's broker)")
-    p.add_argument("--output", metavar="FILE", help="write the config to FILE (mode 0600) instead of stdout")
+    _credentials_options(p)
     p.set_defaults(func=_gateway_add)
+
+    p = gateway_sub.add_parser(
+        "rotate",
+        help="give a gateway a new MQTT password and print its config",
+        description="Give gateway ID a new broker password and print a ready gateway config holding it. "
+        "The old password stops working, and the broker closes a connection made with it (the "
+        "embedded broker, Mosquitto's reload or its dynamic-security plugin). Reinstates a revoked "
+        "gateway.",
+    )
+    p.add_argument("gateway_id", metavar="ID", help="the gateway's id")
+    _config_option(p)
+    _credentials_options(p)
+    p.set_defaults(func=_gateway_rotate)
+
+    p = gateway_sub.add_parser(
+        "revoke",
+        help="revoke a gateway's MQTT credentials (its history stays)",
+        description="Gateway ID can no longer sign in to the broker, and a connection it holds is "
+        "closed. Its registration, events and commands stay. Exit status 1 if the broker could "
+        "not be told (the registry has the revocation: run it again once the broker answers).",
+    )
+    p.add_argument("gateway_id", metavar="ID", help="the gateway's id")
+    _config_option(p)
+    p.set_defaults(func=_gateway_revoke)
 
     p = gateway_sub.add_parser(
         "list",
@@ -135,9 +181,19 @@ def add_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser
     _config_option(p)
     p.set_defaults(func=_gateway_command)
 
+    add_audit_commands(subparsers)
+
+    add_account_commands(subparsers)  # company add, user add
+    add_seed_commands(subparsers)  # seed-demo
+
 
 def _config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="cloud config (TOML); default: built-in defaults")
+
+
+def _credentials_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mqtt-url", help="broker URL the gateway connects to (default: the cloud's broker)")
+    p.add_argument("--output", metavar="FILE", help="write the config to FILE (mode 0600) instead of stdout")
 
 
 def _run(args: argparse.Namespace, work: Callable[[CloudConfig], Coroutine[Any, Any, int | None]]) -> int:
@@ -172,34 +228,72 @@ def _migrate(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def _cli_principal() -> Principal:
+    # The CLI holds the database itself: it acts as the platform operator, named in the audit
+    # log by the login that ran it.
+    return replace(PLATFORM, name=_login_name())
+
+
 def _gateway_add(args: argparse.Namespace) -> int:
+    async def issue(config: CloudConfig, sessions: SessionFactory) -> Issued:
+        issued = await register_gateway(
+            sessions,
+            config,
+            _cli_principal(),
+            args.gateway_id,
+            site=args.site,
+            name=args.name,
+            mqtt_url=args.mqtt_url,
+        )
+        if args.site and issued.gateway.site_id is None:
+            print(
+                f"gatehouse cloud gateway add: note: no site has the code {args.site!r}; the gateway is "
+                "registered under that site name only and belongs to no company (only the platform "
+                "operator sees it)",
+                file=sys.stderr,
+            )
+        return issued
+
+    return _issue_credentials(args, "gateway add", "registered", issue)
+
+
+def _gateway_rotate(args: argparse.Namespace) -> int:
+    async def issue(config: CloudConfig, sessions: SessionFactory) -> Issued:
+        return await rotate_gateway_credentials(
+            sessions, config, _cli_principal(), args.gateway_id, mqtt_url=args.mqtt_url
+        )
+
+    return _issue_credentials(args, "gateway rotate", "given new credentials", issue)
+
+
+def _issue_credentials(
+    args: argparse.Namespace,
+    command: str,
+    done: str,
+    issue: Callable[[CloudConfig, SessionFactory], Coroutine[Any, Any, Issued]],
+) -> int:
+    """Issue a password and hand out the config holding it: on stdout, or in a new private file
+    opened before anything is issued (a password that could not be written anywhere would be lost)."""
     output = Path(args.output) if args.output else None
     fd = -1
     if output is not None:
-        # Opened before registering: a password that could not be written anywhere would be lost.
         try:
             fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as e:
             reason = "exists; not overwriting it" if isinstance(e, FileExistsError) else e.strerror
-            print(f"gatehouse cloud gateway add: {output}: {reason}", file=sys.stderr)
+            print(f"gatehouse cloud {command}: {output}: {reason}", file=sys.stderr)
             return 2
 
     async def work(config: CloudConfig) -> int:
         async with open_database(config) as (_engine, sessions):
-            async with sessions() as session, session.begin():
-                password = await add_gateway(
-                    session, args.gateway_id, args.site, reserved=frozenset({config.mqtt.username})
-                )
-            async with sessions() as session:
-                await sync_mosquitto_files(session, config)
-        url = args.mqtt_url or broker_address(config).url
-        text = gateway_config(args.gateway_id, args.site, url, password)
+            issued = await issue(config, sessions)
         if fd < 0:
-            sys.stdout.write(text)
+            sys.stdout.write(issued.config_toml)
         else:
             with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
-                f.write(text)
-            print(f"gateway {args.gateway_id} registered; its config is in {output}", file=sys.stderr)
+                f.write(issued.config_toml)
+            print(f"gateway {args.gateway_id} {done}; its config is in {output}", file=sys.stderr)
+        _say_broker(command, issued.broker)
         return 0
 
     status = 1
@@ -213,6 +307,24 @@ def _gateway_add(args: argparse.Namespace) -> int:
     return status
 
 
+def _gateway_revoke(args: argparse.Namespace) -> int:
+    async def work(config: CloudConfig) -> int:
+        async with open_database(config) as (_engine, sessions):
+            revoked = await revoke_gateway_credentials(sessions, config, _cli_principal(), args.gateway_id)
+        print(f"gateway {args.gateway_id}: credentials revoked")
+        _say_broker("gateway revoke", revoked.broker)
+        return 0 if revoked.broker.applied else 1
+
+    return _run(args, work)
+
+
+def _say_broker(command: str, broker: BrokerSync) -> None:
+    if broker.applied:
+        log.info("broker: %s", broker.detail)
+    else:
+        print(f"gatehouse cloud {command}: warning: broker not updated: {broker.detail}", file=sys.stderr)
+
+
 def _gateway_list(args: argparse.Namespace) -> int:
     async def work(config: CloudConfig) -> None:
         async with open_database(config) as (_engine, sessions), sessions() as session:
@@ -223,7 +335,10 @@ def _gateway_list(args: argparse.Namespace) -> int:
                     orjson.dumps(
                         {
                             "id": g.id,
+                            "name": g.name,
                             "site": g.site,
+                            "site_id": g.site_id,
+                            "revoked": g.revoked_at is not None,
                             "online": g.online,
                             "last_seen": g.last_seen_at,
                             "version": g.version,
@@ -238,9 +353,8 @@ def _gateway_list(args: argparse.Namespace) -> int:
         for g in gateways:
             seen = g.last_seen_at.strftime("%Y-%m-%d %H:%M:%SZ") if g.last_seen_at else "never"
             clock = "synced" if g.clock_synced else "unsynced"
-            rows.append(
-                (g.id, g.site, "yes" if g.online else "no", seen, g.version, clock, str(g.event_count))
-            )
+            online = "revoked" if g.revoked_at is not None else "yes" if g.online else "no"
+            rows.append((g.id, g.site, online, seen, g.version, clock, str(g.event_count)))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -375,25 +489,3 @@ def _print_command(command: GatewayCommand, as_json: bool, waited: float) -> Non
         print(f"  detail: {command.result_detail}")
     if command.result_data:
         print(f"  data: {orjson.dumps(command.result_data).decode()}")
-
-
-def gateway_config(gateway_id: str, site: str, mqtt_url: str, password: str) -> str:
-    """The gateway's config file as ``gateway add`` prints it."""
-    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    about = f" (site {_toml_string(site)})" if site else ""
-    return (
-        f"# Gatehouse gateway {gateway_id}{about}, registered {made}.\n"
-        "# Holds the gateway's broker password: keep this file private (mode 0600).\n"
-        f"gateway_id = {_toml_string(gateway_id)}\n"
-        f"data_dir = {_toml_string('./var/gateway/' + gateway_id)}\n"
-        "\n"
-        "[mqtt]\n"
-        f"url = {_toml_string(mqtt_url)}\n"
-        f"password = {_toml_string(password)}\n"
-        'ca_file = ""   # only meaningful with mqtts://\n'
-    )
-
-
-def _toml_string(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes.
-    return orjson.dumps(value).decode()

@@ -24,6 +24,10 @@ the gateway says it has. Those pushes run as tasks of their own (cloud/access/pu
 delta never holds up the next state message. Every ``access.confirm_every_s`` a task of its own tells
 the connected gateways that their access data is current, or sends what they lack
 (cloud/access/confirm.py; one ingest worker at a time on PostgreSQL).
+
+After each commit (and its acks) the stored batches go to the digest (cloud/events/digest.py),
+which keeps the latest values, the hourly event counts and the gateways' inventories (devices and
+points) in short transactions of its own, at most once a second.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from cloud.access.push import note_sync_result, push_after_mismatch, push_if_beh
 from cloud.commands.service import record_result
 from cloud.config import CloudConfig, broker_address, database_url, mqtt_password
 from cloud.db import SessionFactory, create_engine, is_sqlite, is_transient, session_factory
+from cloud.events.digest import Digest
 from cloud.events.rejects import record_reject
 from cloud.events.repository import IncomingBatch, StoreResult, store_batches
 from cloud.kit.writegate import WriteGate
@@ -111,6 +116,7 @@ class _Outcome:
     acked: list[_Message]
     refused: list[_Message]
     stored: StoreResult
+    batches: list[IncomingBatch]  # what was stored (for the digest)
     seen: dict[str, Seen] = field(default_factory=dict)  # not yet recorded when deferred
 
 
@@ -158,6 +164,8 @@ class Ingest:
         self._background: set[asyncio.Task[None]] = set()  # bookkeeping after acks
         self._unrecorded: dict[str, Seen] = {}  # alarms' last-seen bookkeeping, not yet written
         self._gate = WriteGate(enabled=sqlite)
+        # Latest values, hourly counts, inventories: flushed by a task of its own, through the gate.
+        self._digest = Digest(sessions, hold=self._gate.hold)
         # PostgreSQL stores one transaction while ingest prepares the next: two consumers keep
         # both busy (measured: alone, each waited on the other and the drain ran at one core's
         # pace). SQLite has one writer: one consumer.
@@ -236,6 +244,7 @@ class Ingest:
         """Ask ``run`` to finish: the transaction in progress completes (and is acked), the rest
         stays unacked for the gateways to resend. Call from the event loop's thread."""
         self._stopping.set()
+        self._digest.stop()
         if self._alarm_thread is not None:
             self._alarm_thread.stop()
         for queue, waiting in (
@@ -274,8 +283,11 @@ class Ingest:
                         self._consume_batches(self._alarms, group=True, urgent=True), name="ingest-alarms"
                     )
                 tasks.create_task(self._consume_control(), name="ingest-control")
+                tasks.create_task(self._digest.run(), name="ingest-digest")
                 tasks.create_task(self._confirmer.run(self._stopping), name="ingest-access-confirm")
         finally:
+            self._digest.stop()
+            await self._digest.close()  # after the consumers' last commits
             for push in list(self._pushes):
                 push.cancel()  # the gateway gets what it lacks at its next birth
             await asyncio.gather(*self._pushes, return_exceptions=True)
@@ -288,11 +300,15 @@ class Ingest:
 
     async def _run_alarms_only(self) -> None:
         self._alarm_link.start()
+        digest = asyncio.create_task(self._digest.run(), name="ingest-alarms-digest")
         try:
             # Alarms that arrived while the last one was being stored go in together: one
             # transaction for a burst, rather than a queue of them each waiting for the last.
             await self._consume_batches(self._alarms, group=True, urgent=True)
         finally:
+            self._digest.stop()
+            await asyncio.gather(digest, return_exceptions=True)
+            await self._digest.close()
             await self._alarm_link.stop()
 
     async def _watch_alarm_thread(self, thread: _AlarmThread) -> None:
@@ -432,6 +448,11 @@ class Ingest:
                 now = datetime.now(UTC)
                 for m in messages:
                     metrics.ALARM_SECONDS.observe((now - m.inbound.received_time).total_seconds())
+            try:
+                self._digest.take(outcome.batches, outcome.stored.new_by_gateway)
+            except Exception:
+                # Derived figures: a bug there must never cost an ack or stop ingest.
+                log.exception("ingest: the digest failed on a batch")
             if outcome.seen:
                 # After the ack: an alarm's commit must not wait on the gateway row that the
                 # events worker's transaction holds; the bookkeeping can. It is merged, so a run
@@ -521,7 +542,7 @@ class Ingest:
                     ranges=to_ranges(m.seqs) if m.seqs else None,
                 )
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        return _Outcome(acked, refused, stored, seen if defer_seen else {})
+        return _Outcome(acked, refused, stored, batches, seen if defer_seen else {})
 
     def _answer(self, outcome: _Outcome) -> None:
         metrics.EVENTS.inc(outcome.stored.new)

@@ -27,6 +27,7 @@ from edge.clock import Clock
 from edge.commands import CommandExecutor, Done, Handler, Refused
 from edge.config import GatewayConfig
 from edge.fieldbus import DEVICES_FILE, build_drivers, publish_device_status, write_device_status
+from edge.inventory import inventory_events
 from edge.local import LocalAction
 from edge.outbox import Outbox
 from edge.uplink import Uplink
@@ -174,7 +175,9 @@ class Gateway:
                             "config_version": cfg.config_version,
                             "access_version": store.version,
                         },
-                    )
+                    ),
+                    # The cloud's device and point registry follows the config that runs.
+                    *inventory_events(cfg, self.clock.now_ms()),
                 ]
             )
             self.field = FieldSet(cfg, outbox, self.clock, store)
@@ -291,7 +294,8 @@ class Gateway:
                     "gateway.config_applied",
                     "gateway",
                     {"version": args.version, "previous": old.config_version, "by": cmd.by},
-                )
+                ),
+                *inventory_events(new, self.clock.now_ms()),
             ]
         )
         self.uplink.announce()

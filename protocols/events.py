@@ -74,6 +74,8 @@ KNOWN_KINDS: dict[str, Lane] = {
     "gateway.config_applied": Lane.SECURITY,
     "gateway.config_rolled_back": Lane.SECURITY,
     "gateway.command": Lane.SECURITY,  # a command from the cloud, who asked, and its result
+    # The devices and points the running config sets up, in parts (protocols/inventory.py).
+    "gateway.inventory": Lane.SECURITY,
     # telemetry
     "telemetry.point": Lane.TELEMETRY,
     "meter.reading": Lane.TELEMETRY,

@@ -77,7 +77,7 @@ class RegistryAuthority:
         if not stored:
             return False
 
-        key = (username, hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest())
+        key = self._cache_key(username, password)
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and cached.stored_hash == stored and cached.expires > now:
@@ -105,6 +105,31 @@ class RegistryAuthority:
             del self._inflight[flight_key]
         self._remember(key, _Verdict(stored, ok, time.monotonic() + self._cache_ttl))
         return ok
+
+    async def still_valid(self, username: str | None, password: str | None) -> bool:
+        """For a connection already signed in: do its credentials still hold? Answered from the
+        cache whenever the stored hash is the one they were checked against (the verdict for one
+        password and one hash never changes, so its age does not matter here); a changed hash is
+        checked in full, an emptied one (revoked) or a gateway gone is refused. A lookup that
+        fails (the database away) keeps the connection: an outage must not disconnect everyone."""
+        if not username or password is None:
+            return False
+        if username == self._cloud_username:
+            return hmac.compare_digest(password.encode("utf-8"), self._cloud_password)
+        try:
+            stored = await self._lookup(username)
+        except Exception:
+            log.warning("gateway registry lookup failed for %r; its connection is kept for now", username)
+            return True
+        if not stored:
+            return False
+        cached = self._cache.get(self._cache_key(username, password))
+        if cached is not None and cached.stored_hash == stored:
+            return cached.ok
+        return await self.check_login(username, password)
+
+    def _cache_key(self, username: str, password: str) -> tuple[str, bytes]:
+        return (username, hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest())
 
     def may_publish(self, username: str | None, topic: str) -> bool:
         return acl.may_publish(username, topic, self._cloud_username)

@@ -2,7 +2,9 @@
 
 Sign-in and topic rights are two amqtt plugins (configured under amqtt 0.12's ``plugins`` key)
 that ask a :class:`~cloud.broker.authority.RegistryAuthority`, i.e. the cloud's gateway registry:
-a gateway registered at run time is admitted at once, and only to its own topics.
+a gateway registered at run time is admitted at once, and only to its own topics. A gateway whose
+credentials are rotated or revoked is disconnected (``EmbeddedBroker.recheck``): at once when the
+change is made in this process (cloud.broker.live), else within ``RECHECK_EVERY_S``.
 
 What amqtt 0.12.1 does, as verified on this machine (most of it pinned down by
 ``tests/cloud/broker/test_broker_embedded.py``):
@@ -63,6 +65,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
+from cloud.broker import live
 from cloud.broker.authority import RegistryAuthority
 
 log = logging.getLogger(__name__)
@@ -211,17 +214,34 @@ class _GatehouseBroker(Broker):
 
 
 class EmbeddedBroker:
-    """An amqtt broker bound to one loopback address and port, signing in through ``authority``."""
+    """An amqtt broker bound to one loopback address and port, signing in through ``authority``.
 
-    def __init__(self, host: str, port: int, authority: RegistryAuthority, *, debug: bool = False) -> None:
+    A gateway whose credentials were rotated or revoked is disconnected: at once when the change
+    is made through this process (cloud.broker.live), else at the next periodic check."""
+
+    # How often every connected gateway's credentials are checked against the registry again: the
+    # bound on how long a gateway re-keyed or revoked by another process (the CLI) stays connected.
+    RECHECK_EVERY_S = 10.0
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        authority: RegistryAuthority,
+        *,
+        debug: bool = False,
+        recheck_every_s: float | None = None,
+    ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1..65535, not {port}")
         self.host = host
         self.port = port
         self.authority = authority
         self.debug = debug
+        self.recheck_every_s = recheck_every_s or self.RECHECK_EVERY_S
         self._addresses = _loopback_addresses(host, port)
         self._broker: _GatehouseBroker | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -258,14 +278,57 @@ class EmbeddedBroker:
         except BrokerError as exc:
             raise BrokerStartError(f"embedded MQTT broker could not start on {self.url}: {exc}") from exc
         self._broker = broker
+        self._watch = asyncio.create_task(self._recheck_periodically(), name="embedded-broker-recheck")
+        live.register(self)
         log.info("embedded MQTT broker listening on %s", self.url)
 
     async def stop(self) -> None:
         """Close every connection and the listener. Sessions and retained messages are dropped."""
+        live.unregister(self)
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.shutdown()
             log.info("embedded MQTT broker on %s stopped", self.url)
+
+    async def recheck(self, username: str | None = None) -> int:
+        """Check the credentials of the connected gateways (``username``'s, or all) against the
+        registry again, and disconnect those that no longer hold (a rotated password, a revoked
+        gateway). Returns how many were disconnected. An unchanged hash is answered from the
+        authority's cache (no PBKDF2 per connection and round); a changed one is checked in full."""
+        broker = self._broker
+        if broker is None:
+            return 0
+        if username is not None:
+            self.authority.forget(username)  # its verdicts were for the old hash
+        kicked = 0
+        for client_id, (session, handler) in list(broker._sessions.items()):
+            user = session.username
+            if not user or user == self.authority.cloud_username or (username and user != username):
+                continue
+            if not session.transitions.is_connected():
+                continue
+            if await self.authority.still_valid(user, session.password):
+                continue
+            log.warning(
+                "embedded broker: disconnecting %r (client id %r): its credentials changed", user, client_id
+            )
+            # As if the connection had dropped: the client's loop publishes its will (the
+            # gateway's death message) and stops its handler, which closes the socket.
+            await handler.handle_connection_closed()
+            kicked += 1
+        return kicked
+
+    async def _recheck_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_every_s)
+            try:
+                await self.recheck()
+            except Exception:
+                log.exception("embedded broker: the periodic credentials check failed")
 
     async def __aenter__(self) -> "EmbeddedBroker":
         await self.start()

@@ -7,23 +7,28 @@ import pytest
 
 from cloud.broker.passwords import verify_password
 from cloud.config import CloudConfig
+from cloud.kit.errors import NotFound
 from cloud.models import Gateway
 from cloud.registry import (
     GatewayExists,
     InvalidGatewayId,
     Seen,
     StateApplied,
+    active_credentials,
     add_gateway,
     apply_state,
     count_online,
     get_password_hash,
     list_gateways,
     mark_seen,
+    revoke_credentials,
+    rotate_credentials,
     sync_mosquitto_files,
 )
 from protocols.envelope import GatewayState
 from tests.cloud.conftest import Database
 from tests.cloud.helpers import new_gateway_id
+from tests.cloud.tenancy import make_company
 
 
 async def test_add_gateway_keeps_only_a_mosquitto_hash(db: Database) -> None:
@@ -148,3 +153,62 @@ async def test_mosquitto_files_are_written_and_mosquitto_signalled(db: Database,
 async def test_no_mosquitto_files_configured_is_a_no_op(db: Database, tmp_path: Path) -> None:
     async with db.sessions() as session:
         assert not await sync_mosquitto_files(session, CloudConfig(data_dir=str(tmp_path)))
+
+
+async def test_a_gateway_belongs_to_the_site_it_is_added_at(db: Database) -> None:
+    tenant = await make_company(db.sessions, sites=2)
+    by_id, by_code, by_name = new_gateway_id(), new_gateway_id(), new_gateway_id()
+    async with db.sessions() as session, session.begin():
+        await add_gateway(session, by_id, tenant.site_ids[1], name="Tower B")
+        await add_gateway(session, by_code, tenant.site_codes[0])
+        await add_gateway(session, by_name, "Not a site code")
+        with pytest.raises(NotFound):
+            await add_gateway(session, new_gateway_id(), 987_654_321)
+    async with db.sessions() as session:
+        rows = {g.id: g for g in await list_gateways(session)}
+    assert (rows[by_id].company_id, rows[by_id].site_id, rows[by_id].site, rows[by_id].name) == (
+        tenant.company_id,
+        tenant.site_ids[1],
+        tenant.site_codes[1],
+        "Tower B",
+    )
+    assert (rows[by_code].site_id, rows[by_code].site) == (tenant.site_ids[0], tenant.site_codes[0])
+    assert (rows[by_name].company_id, rows[by_name].site_id, rows[by_name].site) == (
+        None,
+        None,
+        "Not a site code",
+    )
+
+
+async def test_revoked_gateways_have_no_hash_and_leave_the_password_file(
+    db: Database, tmp_path: Path
+) -> None:
+    kept, revoked = new_gateway_id(), new_gateway_id()
+    async with db.sessions() as session, session.begin():
+        await add_gateway(session, kept)
+        await add_gateway(session, revoked)
+        row = await session.get(Gateway, revoked)
+        assert row is not None
+        assert await revoke_credentials(session, row)
+        assert not await revoke_credentials(session, row)  # once
+    async with db.sessions() as session:
+        assert await get_password_hash(session, revoked) is None
+        active = await active_credentials(session)
+        assert kept in active and revoked not in active
+        config = CloudConfig.model_validate(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "mqtt": {"username": "cloud-user", "password": "cloud-secret"},
+                "mosquitto": {"password_file": str(tmp_path / "passwd")},
+            }
+        )
+        assert await sync_mosquitto_files(session, config)
+    users = (tmp_path / "passwd").read_text()
+    assert f"{kept}:" in users and revoked not in users
+    async with db.sessions() as session, session.begin():
+        row = await session.get(Gateway, revoked)
+        assert row is not None
+        password = await rotate_credentials(session, row)  # reinstated
+    async with db.sessions() as session:
+        stored = await get_password_hash(session, revoked)
+    assert stored is not None and verify_password(password, stored)

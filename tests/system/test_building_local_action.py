@@ -76,10 +76,7 @@ def test_cloud_and_gateway_drive_the_building(tmp_path: Path, building: Building
     )
     assert status == 200 and creds["added"] == 3, creds
     wait_until(
-        lambda: (
-            next(g for g in cloud.get("/api/v1/gateways") if g["id"] == gw.id)["access_version"]
-            == creds["version"]
-        ),
+        lambda: cloud.get(f"/api/v1/gateways/{gw.id}")["access_version"] == creds["version"],
         60,
         "the gateway's credential store at the cloud's version",
     )

@@ -151,6 +151,11 @@ class TestClient:
         """PUBACK a message received with ``manual_ack=True``."""
         self._client.ack(message.mid, message.qos)
 
+    @property
+    def connected(self) -> bool:
+        """True while paho holds the connection (False once the broker closed it)."""
+        return bool(self._client.is_connected())
+
     def payloads(self) -> list[bytes]:
         with self._cond:
             return [m.payload for m in self.received]

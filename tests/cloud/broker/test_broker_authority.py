@@ -148,3 +148,27 @@ def test_cloud_credentials_are_required(registry: Registry) -> None:
         RegistryAuthority(registry.lookup, "", CLOUD_PW)
     with pytest.raises(ValueError):
         RegistryAuthority(registry.lookup, CLOUD, "")
+
+
+async def test_a_live_connection_is_rechecked_without_pbkdf2_until_its_hash_changes(
+    registry: Registry, verifications: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth = RegistryAuthority(registry.lookup, CLOUD, CLOUD_PW, cache_ttl=0.0)
+    assert await auth.check_login("gw-1", "pw-1")
+    assert len(verifications) == 1
+    # The verdict's age does not matter for a connection already in: same hash, same answer.
+    for _ in range(3):
+        assert await auth.still_valid("gw-1", "pw-1")
+    assert len(verifications) == 1
+    # Re-keyed: checked in full, and refused. Revoked (hash emptied) or gone: refused at once.
+    registry.hashes["gw-1"] = hash_password("pw-new", iterations=1000)
+    assert not await auth.still_valid("gw-1", "pw-1")
+    assert len(verifications) == 2
+    registry.hashes["gw-1"] = ""
+    assert not await auth.still_valid("gw-1", "pw-new")
+    del registry.hashes["gw-1"]
+    assert not await auth.still_valid("gw-1", "pw-new")
+    # The database away: the connection is kept (an outage must not disconnect everyone).
+    registry.fail = True
+    assert await auth.still_valid("gw-1", "pw-1")
+    assert await auth.still_valid(CLOUD, CLOUD_PW) and not await auth.still_valid(CLOUD, "wrong")
