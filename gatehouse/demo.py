@@ -1,7 +1,9 @@
 """``gatehouse demo``: the whole platform on one machine.
 
 - the cloud (``gatehouse cloud serve``) on SQLite under ./var/demo/cloud, with the embedded MQTT
-  broker on a non-standard loopback port (a Mosquitto may already hold 1883);
+  broker on a non-standard loopback port (a Mosquitto may already hold 1883), seeded with the demo
+  property company (``gatehouse cloud seed-demo``: an estate of six towers, hundreds of flats and
+  residents, one member of staff per role), whose console sign-ins it prints;
 - the simulated building (``gatehouse sim building``): Modbus meters, chiller, pump and I/O
   modules, a BACnet air handler with duct smoke detectors, a Wiegand and an OSDP card reader, all
   speaking their real protocols on loopback, with the demo scenario (drivers/sim/scenarios/demo.toml)
@@ -28,7 +30,10 @@ from pathlib import Path
 
 DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "drivers" / "sim" / "scenarios" / "demo.toml"
 GATEWAY_ID = "hv-tower-gw1"
-SITE = "Harbour View Tower (海景大厦)"
+# The seeded estate's code (cloud/seed.py): the gateway serves it and its access data is kept under it.
+SITE = "harbour-view"
+# A data folder made by a demo of another layout is moved aside rather than half-reused.
+DEMO_LAYOUT = "2"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -135,6 +140,7 @@ ROUTINE = {
     "door.lock_state",
     "door.exit_request",
     "fire.reset_input",
+    "gateway.inventory",
 }
 
 
@@ -201,13 +207,41 @@ def _cloud_events(api: str, token: str) -> int | None:
     return sum(int(g.get("event_count", 0)) for g in items)
 
 
+def _retire_old_layout(data: Path) -> None:
+    if not data.exists() or not any(data.iterdir()):
+        return
+    stamp = data / "demo-layout"
+    if stamp.exists() and stamp.read_text().strip() == DEMO_LAYOUT:
+        return
+    aside = data.with_name(f"{data.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    data.rename(aside)
+    print(f"gatehouse demo: {data} was made by an earlier demo; moved to {aside}", flush=True)
+
+
+def _seed(exe: list[str], env: dict[str, str], cloud_toml: Path, api: str) -> list[str]:
+    """The demo company, its estate and staff (a second run adds nothing); the sign-in lines."""
+    out = subprocess.run(
+        [*exe, "cloud", "seed-demo", "--config", str(cloud_toml), "--gateway", GATEWAY_ID, "--url", api],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        raise SystemExit("gatehouse demo: could not seed the demo company")
+    return out.stdout.splitlines()
+
+
 def run(args: argparse.Namespace) -> int:
     from edge.clock import Clock
     from edge.fieldbus import read_device_status
     from edge.status import read_status
 
     data = Path(args.data_dir).resolve()
+    _retire_old_layout(data)
     data.mkdir(parents=True, exist_ok=True)
+    (data / "demo-layout").write_text(DEMO_LAYOUT + "\n")
     cloud_toml, gateway_toml = data / "cloud.toml", data / "gateway.toml"
     exe = [sys.executable, "-m", "gatehouse"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -221,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     building: subprocess.Popen | None = None
     try:
         _wait_healthy(f"{api}/healthz", cloud)
+        sign_ins = _seed(exe, env, cloud_toml, api)
         registration = data / "gateway-password"
         if not registration.exists() and gateway_toml.exists():
             # A data folder from an earlier demo: the gateway's password is in its old config.
@@ -235,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
                     GATEWAY_ID,
                     "--site",
                     SITE,
+                    "--name",
+                    "T1 plant room",
                     "--config",
                     str(cloud_toml),
                     "--mqtt-url",
@@ -275,8 +312,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             "\n"
             "  Gatehouse demo is running.\n"
-            f"  Cloud API      {api}/docs   (Authorize with the token below)\n"
-            f"  API token      {token}\n"
+            + "".join(f"  {line}\n" for line in sign_ins)
+            + f"  Cloud API      {api}/docs   (Authorize with the platform token below)\n"
+            f"  API token      {token}   (the platform operator's: every company)\n"
             f"  Try            curl -H 'Authorization: Bearer {token}' '{api}/api/v1/events?limit=5'\n"
             f"  Metrics        {api}/metrics\n"
             f"  MQTT broker    mqtt://127.0.0.1:{args.broker_port} (embedded; gateways sign in with "
