@@ -36,7 +36,7 @@ from tests.cloud.test_permission_matrix import (
     make_estate,
 )
 
-EXAMPLES_PER_OPERATION = 8
+EXAMPLES_PER_OPERATION = 5
 SEED = 20261127
 CONFIG = SchemathesisConfig.from_dict(
     {
