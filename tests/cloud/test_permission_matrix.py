@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -24,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from cloud.access.service import put_schedule
@@ -59,10 +57,9 @@ from cloud.property.models import (
     Unit,
 )
 from protocols.access import Interval, Schedule
+from tests.cloud.browser import PLATFORM_TOKEN, LiveServer
 from tests.cloud.tenancy import bearer, make_token, make_user
-from tests.support.ports import free_port, wait_for_port
 
-PLATFORM_TOKEN = "matrix-platform-token-0123456789abcdef"
 PLACEHOLDER_INT = 987_654_321
 
 # ---------------------------------------------------------------------------------------------
@@ -172,49 +169,6 @@ def fill(route: RouteInfo, values: dict[str, Any] | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The app on a real port
-
-
-class LiveServer:
-    """The app under uvicorn in a thread of its own (its own event loop and engine)."""
-
-    def __init__(self, database_url: str, data_dir: Path) -> None:
-        self.database_url = database_url
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = CloudConfig(data_dir=str(data_dir))
-        self._server: uvicorn.Server | None = None
-        self._thread = threading.Thread(target=self._run, name="matrix-live-server", daemon=True)
-        self._error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as e:  # reported by start()
-            self._error = e
-
-    async def _serve(self) -> None:
-        engine = create_engine(self.database_url)
-        try:
-            app = create_app(self.config, session_factory(engine), token=PLATFORM_TOKEN)
-            config = uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-            )
-            self._server = uvicorn.Server(config)
-            await self._server.serve()
-        finally:
-            await engine.dispose()
-
-    def start(self, within: float = 15.0) -> None:
-        self._thread.start()
-        try:
-            wait_for_port("127.0.0.1", self.port, within)
-        except TimeoutError:
-            raise RuntimeError(f"the live server did not start: {self._error!r}") from None
-
-    def stop(self, within: float = 15.0) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        self._thread.join(within)
 
 
 @pytest.fixture
