@@ -259,3 +259,22 @@ class Authorize:
 
     def __repr__(self) -> str:
         return f"Authorize({self.permission})"
+
+
+class AuthorizeAny(Authorize):
+    """``Authorize`` for a route whose permission depends on the request: the principal must hold
+    at least one of ``any_of`` (at some site); the route checks the one its request needs."""
+
+    def __init__(self, *any_of: Permission) -> None:
+        super().__init__(None)
+        self.any_of = frozenset(any_of)
+
+    async def __call__(self, request: Request) -> Principal:
+        principal = await super().__call__(request)
+        if not any(principal.can(p) for p in self.any_of):
+            wanted = " or ".join(sorted(p.value for p in self.any_of))
+            raise Forbidden(f"{principal.name}: not allowed to {wanted}")
+        return principal
+
+    def __repr__(self) -> str:
+        return f"AuthorizeAny({', '.join(sorted(p.value for p in self.any_of))})"

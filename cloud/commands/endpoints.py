@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from cloud.accounts.permissions import Authorize, Forbidden, Permission, Principal
+from cloud.accounts.permissions import Authorize, AuthorizeAny, Permission, Principal
 from cloud.commands.schemas import CommandIn, CommandOut, CommandPageOut
 from cloud.commands.service import (
     DEFAULT_PAGE,
@@ -31,25 +31,6 @@ from protocols.topics import GATEWAY_ID_PATTERN
 router = APIRouter(tags=["commands"])
 
 GatewayId = Annotated[str, Path(pattern=GATEWAY_ID_PATTERN, description="The gateway's id")]
-
-
-class AuthorizeAny(Authorize):
-    """``Authorize`` for a route whose permission depends on the request: the principal must hold
-    at least one of ``any_of`` (at some site); the route checks the one its request needs."""
-
-    def __init__(self, *any_of: Permission) -> None:
-        super().__init__(None)
-        self.any_of = frozenset(any_of)
-
-    async def __call__(self, request: Request) -> Principal:
-        principal = await super().__call__(request)
-        if not any(principal.can(p) for p in self.any_of):
-            wanted = " or ".join(sorted(p.value for p in self.any_of))
-            raise Forbidden(f"{principal.name}: not allowed to {wanted}")
-        return principal
-
-    def __repr__(self) -> str:
-        return f"AuthorizeAny({', '.join(sorted(p.value for p in self.any_of))})"
 
 
 Commander = Annotated[Principal, Depends(AuthorizeAny(Permission.DOORS_CONTROL, Permission.GATEWAYS_COMMAND))]

@@ -14,8 +14,7 @@ from fastapi import Depends, File, Form, Path, Query, Request, UploadFile
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from cloud.accounts.permissions import Permission, Principal
-from cloud.commands.endpoints import AuthorizeAny
+from cloud.accounts.permissions import AuthorizeAny, Permission, Principal
 from cloud.console.formkit import Mistake, client_ip
 from cloud.console.i18n import language_of, translate
 from cloud.console.templating import page_router

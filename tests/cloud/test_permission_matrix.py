@@ -28,10 +28,17 @@ from fastapi import FastAPI
 from cloud.access.service import put_schedule
 from cloud.accounts.authn import SESSION_COOKIE, token_hash
 from cloud.accounts.models import ResidentAccount, RoleGrant, SignInSession, User
-from cloud.accounts.permissions import PUBLIC_PATHS, ROLE_PERMISSIONS, Authorize, Permission, Principal, Role
+from cloud.accounts.permissions import (
+    PUBLIC_PATHS,
+    ROLE_PERMISSIONS,
+    Authorize,
+    AuthorizeAny,
+    Permission,
+    Principal,
+    Role,
+)
 from cloud.api import create_app
 from cloud.audit.chain import record
-from cloud.commands.endpoints import AuthorizeAny
 from cloud.config import CloudConfig
 from cloud.db import SessionFactory, create_engine, session_factory
 from cloud.models import (
