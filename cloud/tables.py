@@ -5,6 +5,7 @@ happened to import)."""
 
 def register_all_tables() -> None:
     import cloud.accounts.models
+    import cloud.alerts.models
     import cloud.audit.models
     import cloud.models
     import cloud.property.models  # noqa: F401

@@ -34,6 +34,8 @@ PERMISSION_LABELS: Mapping[Permission, str] = {
     Permission.TOKENS_MANAGE: N_("Manage API tokens"),
     Permission.AUDIT_READ: N_("Read the audit log"),
     Permission.ALARMS_ACKNOWLEDGE: N_("Acknowledge alarms"),
+    Permission.LIFESAFETY_ACKNOWLEDGE: N_("Acknowledge life-safety alarms"),
+    Permission.ALERTS_MANAGE: N_("Manage on-call rotas, escalation, webhooks and silences"),
     Permission.EQUIPMENT_READ: N_("See equipment"),
     Permission.EQUIPMENT_WRITE: N_("Change equipment"),
     Permission.SERVICEDESK_READ: N_("See service requests"),

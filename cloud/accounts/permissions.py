@@ -54,7 +54,11 @@ class Permission(StrEnum):
     USERS_MANAGE = "users.manage"  # create staff, grant roles, reset passwords, residents' accounts
     TOKENS_MANAGE = "tokens.manage"  # API tokens
     AUDIT_READ = "audit.read"
-    ALARMS_ACKNOWLEDGE = "alarms.acknowledge"  # the alerts module
+    ALARMS_ACKNOWLEDGE = "alarms.acknowledge"  # alerts: see them, act on maintenance ones
+    # Life-safety alerts (smoke, fire, panic, forced door, duress) are acknowledged by security staff
+    # and managers only: a technician never silences one.
+    LIFESAFETY_ACKNOWLEDGE = "alarms.lifesafety"
+    ALERTS_MANAGE = "alerts.manage"  # on-call rotas, escalation policies, webhooks, silences
     EQUIPMENT_READ = "equipment.read"  # the equipment module
     EQUIPMENT_WRITE = "equipment.write"
     SERVICEDESK_READ = "servicedesk.read"  # the service-desk module
@@ -92,6 +96,8 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             P.USERS_READ,
             P.AUDIT_READ,
             P.ALARMS_ACKNOWLEDGE,
+            P.LIFESAFETY_ACKNOWLEDGE,
+            P.ALERTS_MANAGE,
             P.EQUIPMENT_READ,
             P.EQUIPMENT_WRITE,
             P.SERVICEDESK_READ,
@@ -119,7 +125,15 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
         }
     ),
     Role.SECURITY_GUARD: frozenset(
-        {P.SITES_READ, P.EVENTS_READ, P.GATEWAYS_READ, P.DOORS_CONTROL, P.ACCESS_READ, P.ALARMS_ACKNOWLEDGE}
+        {
+            P.SITES_READ,
+            P.EVENTS_READ,
+            P.GATEWAYS_READ,
+            P.DOORS_CONTROL,
+            P.ACCESS_READ,
+            P.ALARMS_ACKNOWLEDGE,
+            P.LIFESAFETY_ACKNOWLEDGE,
+        }
     ),
 }
 del P

@@ -50,9 +50,18 @@ def translations(lang: str) -> Translations:
     """The compiled catalogue of ``lang`` (one of LANGUAGES), compiled once per process."""
     if lang not in LANGUAGES:
         raise ValueError(f"language {lang!r}: one of {', '.join(LANGUAGES)} expected")
-    path = TRANSLATIONS_DIR / lang / "LC_MESSAGES" / "messages.po"
-    with path.open("rb") as f:
+    folder = TRANSLATIONS_DIR / lang / "LC_MESSAGES"
+    with (folder / "messages.po").open("rb") as f:
         catalog = read_po(f, locale=lang)
+    # A module may keep its own catalogue beside the shared one (``alerts.po``, ``oncall.po``):
+    # merged in name order, so two modules never edit one file at the same time.
+    for extra in sorted(folder.glob("*.po")):
+        if extra.name == "messages.po":
+            continue
+        with extra.open("rb") as f:
+            for message in read_po(f, locale=lang):
+                if message.id and message.string:
+                    catalog[message.id] = message
     buffer = io.BytesIO()
     # Fuzzy entries are guesses by `pybabel update`, not translations: leave them out.
     write_mo(buffer, catalog, use_fuzzy=False)

@@ -31,9 +31,16 @@ def extracted_messages() -> set[str]:
 
 
 def catalogue(lang: str) -> dict[str, object]:
-    with (CONSOLE / "translations" / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
-        catalog = read_po(f, locale=lang)
-    return {(m.id[0] if isinstance(m.id, tuple) else m.id): m.string for m in catalog if m.id}
+    """Every catalogue of ``lang`` merged, as cloud/console/i18n.py merges them (messages.po and
+    the modules' own, e.g. alerts.po)."""
+    out: dict[str, object] = {}
+    for path in sorted((CONSOLE / "translations" / lang / "LC_MESSAGES").glob("*.po")):
+        with path.open("rb") as f:
+            catalog = read_po(f, locale=lang)
+        for m in catalog:
+            if m.id and (m.string or (m.id[0] if isinstance(m.id, tuple) else m.id) not in out):
+                out[m.id[0] if isinstance(m.id, tuple) else m.id] = m.string
+    return out
 
 
 def test_every_console_string_has_its_chinese() -> None:
