@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cloud.alerts.settings import AlertSettings
 from protocols.configuration import ConfigError, read_config
 
 DATA_DIR_ENV = "GATEHOUSE_DATA_DIR"
@@ -108,6 +109,74 @@ class ConsoleConfig(_Section):
     lockout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
 
 
+class SmtpConfig(_Section):
+    # Empty host: no email is sent; a notice for the email channel fails at once, saying so.
+    host: str = ""
+    port: _Port = 25
+    username: str = ""  # empty: no AUTH
+    password: str = ""
+    from_address: Annotated[str, Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")] = "gatehouse@localhost"
+    starttls: bool = False  # STARTTLS after EHLO, the server's certificate checked
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0  # each step of the SMTP conversation
+
+
+class SmsConfig(_Section):
+    # The provider's endpoint (JSON POST signed with HMAC-SHA256); empty: no SMS is sent.
+    url: str = ""
+    key_id: str = ""
+    secret: str = ""
+    sender: str = "Gatehouse"
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+    @model_validator(mode="after")
+    def _usable(self) -> "SmsConfig":
+        if self.url:
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"url: {self.url!r}: expected http://... or https://...")
+            if not self.secret:
+                raise ValueError("secret: required when url is set (every request is signed with it)")
+        return self
+
+
+class NotifyConfig(_Section):
+    # Links in messages: {base_url}/tech/alerts/{id}; the address technicians reach the cloud at.
+    base_url: str = "http://127.0.0.1:8080"
+    poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # also woken at once by an enqueue in-process
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    retry_min_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    retry_max_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    # Maintenance notices to one person on one channel for one site within this go as one message.
+    group_interval_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    dispatch: bool = True  # run the dispatcher inside serve/ingest (off: `gatehouse cloud notify` does)
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # A claimed notice not marked sent within this is taken again (its dispatcher died): longer
+    # than any send can take.
+    lease_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    smtp: SmtpConfig = SmtpConfig()
+    sms: SmsConfig = SmsConfig()
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r}: expected http://host[:port] or https://...")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "NotifyConfig":
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError(
+                f"retry_max_s ({self.retry_max_s:g}) is below retry_min_s ({self.retry_min_s:g})"
+            )
+        slowest = max(self.smtp.timeout_s, self.sms.timeout_s, self.webhook_timeout_s)
+        if self.lease_s < slowest:
+            raise ValueError(
+                f"lease_s ({self.lease_s:g}) is shorter than a send may take ({slowest:g} s, the longest "
+                "timeout): a live dispatcher's notice would be taken and sent again"
+            )
+        return self
+
+
 class CloudConfig(_Section):
     data_dir: Annotated[str, Field(min_length=1)] = "./var/cloud"
     database: DatabaseConfig = DatabaseConfig()
@@ -117,6 +186,8 @@ class CloudConfig(_Section):
     ingest: IngestConfig = IngestConfig()
     access: AccessConfig = AccessConfig()
     console: ConsoleConfig = ConsoleConfig()
+    notify: NotifyConfig = NotifyConfig()
+    alerts: AlertSettings = AlertSettings()
 
 
 @dataclass(frozen=True, slots=True)
