@@ -44,6 +44,7 @@ from cloud.gateways.service import (
 from cloud.kit.errors import CloudError, InvalidInput
 from cloud.models import GatewayCommand
 from cloud.mqtt_link import Inbound
+from cloud.notify.service import run_notifier
 from cloud.registry import list_gateways
 from cloud.seed_cli import add_seed_commands
 from cloud.server import StartupFailed, command_link, open_database, run_ingest, serve
@@ -76,6 +77,32 @@ def add_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser
     )
     _config_option(p)
     p.set_defaults(func=_ingest)
+
+    p = subparsers.add_parser(
+        "notify",
+        help="run the notification dispatcher and the alert escalator alone (email, SMS, webhooks)",
+        description="Upgrade the database, then send the alerts' notifications from the outbox: email "
+        "over SMTP ([notify.smtp]), SMS through the provider ([notify.sms]) and signed webhooks, with "
+        "retries and back-off. Several can run at once; each notice is sent by one of them. Set "
+        "notify.dispatch = false to run it here instead of inside serve/ingest. SIGINT/SIGTERM stop it.",
+    )
+    _config_option(p)
+    p.set_defaults(func=_notify)
+
+    p = subparsers.add_parser(
+        "inbox",
+        help="a local mail server and SMS/webhook receiver that prints every notice (demos, rehearsals)",
+        description="Run an SMTP server and an HTTP endpoint playing the SMS provider (POST /sms) and a "
+        "webhook receiver (POST /webhook) on 127.0.0.1, checking the signatures, printing each message "
+        "as a phone would show it and appending it to --log (JSON lines). Point [notify.smtp] and "
+        "[notify.sms] at it to rehearse alerting before the real accounts exist.",
+    )
+    p.add_argument("--smtp-port", type=int, default=8025, help="SMTP port (default 8025)")
+    p.add_argument("--http-port", type=int, default=8026, help="SMS and webhook port (default 8026)")
+    p.add_argument("--sms-secret", default="", help="[notify.sms] secret to check requests with")
+    p.add_argument("--webhook-secret", default="", help="a webhook's secret to check deliveries with")
+    p.add_argument("--log", default="", metavar="FILE", help="append every message to FILE (JSON lines)")
+    p.set_defaults(func=_inbox)
 
     p = subparsers.add_parser(
         "migrate",
@@ -217,6 +244,25 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     return _run(args, run_ingest)
+
+
+def _notify(args: argparse.Namespace) -> int:
+    async def work(config: CloudConfig) -> None:
+        from cloud.alerts.escalator import Escalator
+
+        # The escalator beside the dispatcher: steps, repeats and re-raises as time passes.
+        await run_notifier(
+            config, [lambda sessions, dispatcher: Escalator(sessions, config.alerts, wake=dispatcher.wake)]
+        )
+
+    return _run(args, work)
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    from cloud.notify.inbox import run_inbox
+
+    run_inbox(args.smtp_port, args.http_port, args.sms_secret, args.webhook_secret, args.log)
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

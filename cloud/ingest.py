@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloud import metrics
 from cloud.access.confirm import AccessConfirmer
 from cloud.access.push import note_sync_result, push_after_mismatch, push_if_behind, push_on_birth
+from cloud.alerts.engine import AlertEngine
 from cloud.commands.service import record_result
 from cloud.config import CloudConfig, broker_address, database_url, mqtt_password
 from cloud.db import SessionFactory, create_engine, is_sqlite, is_transient, session_factory
@@ -137,6 +138,7 @@ class Ingest:
         retry_max_s: float = 5.0,
         alarms: AlarmPlacement | None = None,
         confirm_every_s: float | None = None,
+        notify_wake: Callable[[], None] | None = None,
         _ack_link: MqttLink | None = None,
     ) -> None:
         self._sessions = sessions
@@ -166,6 +168,15 @@ class Ingest:
         self._gate = WriteGate(enabled=sqlite)
         # Latest values, hourly counts, inventories: flushed by a task of its own, through the gate.
         self._digest = Digest(sessions, hold=self._gate.hold)
+        # Alerts from what was stored (cloud/alerts/engine.py); ``notify_wake`` tells the
+        # notifications dispatcher there is something to send (it must be safe to call from any
+        # thread: the PostgreSQL alarms worker runs its own engine on its own loop).
+        self._notify_wake = notify_wake
+        self._alert_engine = (
+            AlertEngine(sessions, config.alerts, hold=self._gate.hold, wake=notify_wake)
+            if config.alerts.enabled
+            else None
+        )
         # PostgreSQL stores one transaction while ingest prepares the next: two consumers keep
         # both busy (measured: alone, each waited on the other and the drain ran at one core's
         # pace). SQLite has one writer: one consumer.
@@ -245,6 +256,8 @@ class Ingest:
         stays unacked for the gateways to resend. Call from the event loop's thread."""
         self._stopping.set()
         self._digest.stop()
+        if self._alert_engine is not None:
+            self._alert_engine.stop()
         if self._alarm_thread is not None:
             self._alarm_thread.stop()
         for queue, waiting in (
@@ -265,10 +278,13 @@ class Ingest:
             return
         self._main.start()
         if self._alarms_at == "thread":
-            self._alarm_thread = _AlarmThread(self._config, self._database_url, self._password, self._main)
+            self._alarm_thread = _AlarmThread(
+                self._config, self._database_url, self._password, self._main, self._notify_wake
+            )
             self._alarm_thread.start()
         else:
             self._alarm_link.start()
+        alerts = self._start_alerts()
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._decode_events(), name="ingest-decode")
@@ -288,6 +304,7 @@ class Ingest:
         finally:
             self._digest.stop()
             await self._digest.close()  # after the consumers' last commits
+            await self._stop_alerts(alerts)
             for push in list(self._pushes):
                 push.cancel()  # the gateway gets what it lacks at its next birth
             await asyncio.gather(*self._pushes, return_exceptions=True)
@@ -301,6 +318,7 @@ class Ingest:
     async def _run_alarms_only(self) -> None:
         self._alarm_link.start()
         digest = asyncio.create_task(self._digest.run(), name="ingest-alarms-digest")
+        alerts = self._start_alerts()
         try:
             # Alarms that arrived while the last one was being stored go in together: one
             # transaction for a burst, rather than a queue of them each waiting for the last.
@@ -309,7 +327,23 @@ class Ingest:
             self._digest.stop()
             await asyncio.gather(digest, return_exceptions=True)
             await self._digest.close()
+            await self._stop_alerts(alerts)
             await self._alarm_link.stop()
+
+    def _start_alerts(self) -> asyncio.Task[None] | None:
+        if self._alert_engine is None:
+            return None
+        return asyncio.create_task(self._alert_engine.run(), name="ingest-alerts")
+
+    async def _stop_alerts(self, task: asyncio.Task[None] | None) -> None:
+        """After the consumers' last commits: the engine takes what they stored, then ends."""
+        if task is None or self._alert_engine is None:
+            return
+        self._alert_engine.stop()
+        try:
+            await task
+        except Exception:
+            log.exception("ingest: the alert engine failed")
 
     async def _watch_alarm_thread(self, thread: _AlarmThread) -> None:
         await asyncio.to_thread(thread.join)
@@ -453,6 +487,11 @@ class Ingest:
             except Exception:
                 # Derived figures: a bug there must never cost an ack or stop ingest.
                 log.exception("ingest: the digest failed on a batch")
+            if self._alert_engine is not None:
+                try:
+                    self._alert_engine.take(outcome.batches)
+                except Exception:
+                    log.exception("ingest: the alert engine failed on a batch (its catch-up takes it)")
             if outcome.seen:
                 # After the ack: an alarm's commit must not wait on the gateway row that the
                 # events worker's transaction holds; the bookkeeping can. It is merged, so a run
@@ -638,6 +677,8 @@ class Ingest:
             log.warning("ingest: ignored state of unregistered gateway %r", gateway_id)
             return
         log.info("gateway %s is %s", gateway_id, "online" if state.online else "offline")
+        if self._alert_engine is not None:
+            self._alert_engine.gateway_changed(gateway_id)
         if not state.online:
             return
         version = state.access_version
@@ -749,8 +790,16 @@ class _AlarmThread:
     short switch interval (server._short_gil_slices) lets this thread in within half a
     millisecond of an alarm's arrival."""
 
-    def __init__(self, config: CloudConfig, database_url: str, password: str, ack_link: MqttLink) -> None:
+    def __init__(
+        self,
+        config: CloudConfig,
+        database_url: str,
+        password: str,
+        ack_link: MqttLink,
+        notify_wake: Callable[[], None] | None = None,
+    ) -> None:
         self._config = config
+        self._notify_wake = notify_wake
         self._database_url = database_url
         self._password = password
         self._ack_link = ack_link
@@ -792,6 +841,7 @@ class _AlarmThread:
                 session_factory(engine),
                 password=self._password,
                 alarms="only",
+                notify_wake=self._notify_wake,
                 _ack_link=self._ack_link,
             )
             self._worker = worker

@@ -20,6 +20,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,6 +38,9 @@ from cloud.config import (
 )
 from cloud.db import SessionFactory, create_engine, redacted, session_factory
 from cloud.ingest import Ingest
+
+if TYPE_CHECKING:
+    from cloud.alerts.workers import AlertWorkers
 from cloud.mqtt_link import Inbound, LinkSettings, MqttLink
 from cloud.registry import get_password_hash, sync_mosquitto_files
 from cloud.schema import prepare_database
@@ -82,11 +86,13 @@ async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
         async with sessions() as session:
             await sync_mosquitto_files(session, config)
 
+        # Notices go out from here unless a separate `gatehouse cloud notify` sends them.
+        workers = _alert_workers(config, sessions)
         ingest: Ingest | None = None
         if with_ingest:
             if uses_embedded_broker(config):
                 await _start_embedded_broker(stack, config, sessions)
-            ingest = Ingest(config, sessions)
+            ingest = Ingest(config, sessions, notify_wake=workers.wake if workers else None)
         elif uses_embedded_broker(config):
             log.info("no ingest (--no-ingest): the embedded broker is not started either")
 
@@ -109,6 +115,8 @@ async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
             server.should_exit = True
             if ingest is not None:
                 ingest.stop()
+            if workers is not None:
+                workers.stop()
 
         def on_signal() -> None:
             if stopping.is_set():
@@ -128,6 +136,8 @@ async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
                 if ingest is not None:
                     tasks.create_task(_watch(ingest.run(), request_stop, failures), name="ingest")
                 tasks.create_task(_watch(_run_api(server, config), request_stop, failures), name="api")
+                if workers is not None:
+                    tasks.create_task(_watch(workers.run(), request_stop, failures), name="alert-workers")
                 log.info(
                     "API on http://%s:%d (token: api.token in the config or %s)",
                     config.api.host,
@@ -137,6 +147,14 @@ async def serve(config: CloudConfig, *, with_ingest: bool = True) -> None:
         if failures:
             raise failures[0]
     log.info("cloud stopped")
+
+
+def _alert_workers(config: CloudConfig, sessions: SessionFactory) -> "AlertWorkers | None":
+    if not (config.notify.dispatch and config.alerts.enabled):
+        return None
+    from cloud.alerts.workers import AlertWorkers
+
+    return AlertWorkers(config, sessions)
 
 
 def command_link(
@@ -170,9 +188,24 @@ async def run_ingest(config: CloudConfig) -> None:
             "with the embedded broker run `gatehouse cloud serve`"
         )
     async with open_database(config) as (_engine, sessions):
-        ingest = Ingest(config, sessions)
-        with _signals(ingest.stop):
-            await ingest.run()
+        workers = _alert_workers(config, sessions)
+        ingest = Ingest(config, sessions, notify_wake=workers.wake if workers else None)
+
+        def stop() -> None:
+            ingest.stop()
+            if workers is not None:
+                workers.stop()
+
+        with _signals(stop):
+            if workers is None:
+                await ingest.run()
+            else:
+                failures: list[BaseException] = []
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(_watch(ingest.run(), stop, failures), name="ingest")
+                    tasks.create_task(_watch(workers.run(), stop, failures), name="alert-workers")
+                if failures:
+                    raise failures[0]
     log.info("ingest stopped")
 
 

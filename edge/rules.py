@@ -62,6 +62,8 @@ class EquipmentRuleConfig(BaseModel):
     min_duration_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 60.0
     clear_after_s: Annotated[float, Field(ge=0, le=7 * 86400)] | None = None  # None: min_duration_s
     severity: Literal["minor", "major", "critical"] = "major"
+    # Who fixes it: the cloud sends the fault to the on-call rota of this skill.
+    skill: Literal["electrical", "hvac", "plumbing", "lifts", "security", "general"] | None = None
 
     @model_validator(mode="after")
     def _fits(self) -> EquipmentRuleConfig:
@@ -327,6 +329,8 @@ class EquipmentRules:
             "fault": cfg.fault,
             "severity": cfg.severity,
         }
+        if cfg.skill is not None:
+            data["skill"] = cfg.skill
         if cfg.kind == "mismatch":
             assert cfg.command_point is not None and cfg.feedback_point is not None
             data["command"] = r.values.get(cfg.command_point)

@@ -156,6 +156,7 @@ RULES: list[dict[str, Any]] = [
         "threshold": 10.0,
         "hysteresis": 1.0,
         "min_duration_s": 10.0,
+        "skill": "hvac",
     },
     {
         "name": "pump-2-no-run-feedback",
@@ -165,6 +166,7 @@ RULES: list[dict[str, Any]] = [
         "command_point": "pump-2/run_command",
         "feedback_point": "pump-2/running",
         "min_duration_s": 5.0,
+        "skill": "plumbing",
     },
 ]
 
