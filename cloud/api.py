@@ -24,6 +24,7 @@ from cloud import metrics
 from cloud.access.endpoints import router as access_router
 from cloud.accounts.endpoints import router as accounts_router
 from cloud.accounts.permissions import Authorize, Permission
+from cloud.alerts.endpoints import router as alerts_router
 from cloud.audit.endpoints import router as audit_router
 from cloud.commands.endpoints import router as commands_router
 from cloud.commands.service import Publisher
@@ -33,6 +34,7 @@ from cloud.db import SessionFactory, is_transient
 from cloud.events.endpoints import router as events_router
 from cloud.gateways.endpoints import router as gateways_router
 from cloud.kit.errors import CloudError, Unauthorized
+from cloud.oncall.endpoints import router as oncall_router
 from cloud.property.endpoints import router as property_router
 from cloud.registry import count_online
 
@@ -135,6 +137,8 @@ def create_app(
     api.include_router(property_router)
     api.include_router(accounts_router)
     api.include_router(audit_router)
+    api.include_router(alerts_router)  # each route names its own permission
+    api.include_router(oncall_router)  # each route names its own permission
     app.include_router(api)
     app.include_router(console_router)
     return app
