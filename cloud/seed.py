@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloud.accounts.models import RoleGrant, User
 from cloud.accounts.passwords import hash_password
 from cloud.accounts.permissions import PLATFORM, Role
+from cloud.alerts.seed import seed_demo_alerting
 from cloud.audit.chain import record
 from cloud.db import SessionFactory
 from cloud.events.repository import IncomingBatch, store_batches
@@ -109,6 +110,12 @@ _DEMO_STAFF: tuple[tuple[str, str, str, Role | None, bool], ...] = (
     ("finance", "王丽华", "财务部", Role.FINANCE, False),
     ("service", "张敏", "客服部", Role.SERVICE_AGENT, False),
     ("tech", "刘志强", "工程部", Role.TECHNICIAN, False),
+    # The engineering team the on-call rotas are made of (cloud/alerts/seed.py).
+    ("tech-lead", "吴海涛", "工程部", Role.TECHNICIAN, False),
+    ("tech-hvac", "何伟", "工程部", Role.TECHNICIAN, False),
+    ("tech-elec", "郑浩", "工程部", Role.TECHNICIAN, False),
+    ("tech-plumb", "冯刚", "工程部", Role.TECHNICIAN, False),
+    ("tech-lift", "许明", "工程部", Role.TECHNICIAN, False),
     ("guard", "赵军", "安保部", Role.SECURITY_GUARD, False),
     ("guard-hv", "孙磊", "安保部", Role.SECURITY_GUARD, True),
     ("clean-1", "黄秀英", "环境部", None, False),
@@ -163,11 +170,14 @@ async def seed_demo(
     site_code: str = DEMO_SITE_CODE,
     gateway_id: str = DEMO_GATEWAY_ID,
     seed: int = 2026,
+    webhook_url: str = "",
 ) -> DemoSeed:
     """海港物业 and its estate 海景花园, filled as a property company would have it (see the module
     docstring). Idempotent: every row is found by its natural key (codes, numbers, phone numbers,
     usernames) and only what is missing is added; passwords of existing staff are left alone. If
-    ``gateway_id`` is registered without a company or site, it is placed at the estate."""
+    ``gateway_id`` is registered without a company or site, it is placed at the estate. The
+    alerting set-up (on-call rotas, a webhook to ``webhook_url`` if given, past alerts) is in
+    cloud/alerts/seed.py."""
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
     created: Counter[str] = Counter()
@@ -199,6 +209,9 @@ async def seed_demo(
         await _demo_people(session, company.id, units, rng, now, created)
         await _demo_site_things(session, company.id, site.id, gateway_id, units, rng, created)
         accounts = await _demo_staff(session, company.id, company_code, site.id, now, created)
+        await seed_demo_alerting(
+            session, company.id, site.id, company_code, gateway_id, now, created, webhook_url
+        )
         gateway = await session.get(Gateway, gateway_id)
         # Placed only if nobody placed it yet and it names no other site (the access data of a
         # gateway is keyed by its site's code: a gateway of another site stays where it is).

@@ -28,6 +28,9 @@ def add_seed_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     p.add_argument("--config", metavar="FILE", help="cloud config file (TOML); default: built-in defaults")
     p.add_argument("--gateway", default="hv-tower-gw1", help="a registered gateway to place at the estate")
     p.add_argument("--url", default="", help="the console's URL, for the printed sign-in line")
+    p.add_argument(
+        "--webhook-url", default="", help="a webhook receiver for the company's alerts (the demo's inbox)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_seed_demo)
 
@@ -41,7 +44,7 @@ def _seed_demo(args: argparse.Namespace) -> int:
 
     async def work() -> int:
         async with open_database(config) as (_engine, sessions):
-            seeded = await seed_demo(sessions, gateway_id=args.gateway)
+            seeded = await seed_demo(sessions, gateway_id=args.gateway, webhook_url=args.webhook_url)
         if args.json:
             print(
                 json.dumps(

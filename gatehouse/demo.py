@@ -34,6 +34,8 @@ GATEWAY_ID = "hv-tower-gw1"
 SITE = "harbour-view"
 # A data folder made by a demo of another layout is moved aside rather than half-reused.
 DEMO_LAYOUT = "2"
+# The demo inbox checks the cloud's SMS requests with this (the SMS provider's shared secret).
+INBOX_SMS_SECRET = "harbour-demo-sms-secret"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--api-port", type=int, default=8080, help="cloud API port on 127.0.0.1 (default 8080)")
     p.add_argument("--broker-port", type=int, default=18830, help="embedded MQTT broker port (default 18830)")
+    p.add_argument(
+        "--inbox-port",
+        type=int,
+        default=8025,
+        help="the demo inbox's SMTP port (default 8025); its SMS and webhook endpoint listens on the next "
+        "port: the on-call technicians' emails and text messages are printed as [inbox] lines",
+    )
     p.add_argument(
         "--scenario",
         default=str(DEMO_SCENARIO),
@@ -74,7 +83,15 @@ def _write_cloud_config(path: Path, data: Path, args: argparse.Namespace) -> Non
         f"data_dir = {_q(str(data / 'cloud'))}\n\n"
         f'[api]\nhost = "127.0.0.1"\nport = {args.api_port}\n\n'
         f'[mqtt]\nurl = ""  # empty: the embedded broker\nembedded_host = "127.0.0.1"\n'
-        f"embedded_port = {args.broker_port}\n",
+        f"embedded_port = {args.broker_port}\n\n"
+        "# Notices go to the demo's inbox (gatehouse cloud inbox): a real SMTP server and SMS provider\n"
+        "# on loopback that print what a technician's phone would show.\n"
+        f'[notify]\nbase_url = "http://127.0.0.1:{args.api_port}"\n'
+        f'[notify.smtp]\nhost = "127.0.0.1"\nport = {args.inbox_port}\n'
+        'from_address = "alerts@harbour.example"\n'
+        f'[notify.sms]\nurl = "http://127.0.0.1:{args.inbox_port + 1}/sms"\nkey_id = "demo"\n'
+        f"secret = {_q(INBOX_SMS_SECRET)}\n\n"
+        "[alerts]\ngateway_offline_notify_after_s = 30\n",
         encoding="utf-8",
     )
 
@@ -218,10 +235,22 @@ def _retire_old_layout(data: Path) -> None:
     print(f"gatehouse demo: {data} was made by an earlier demo; moved to {aside}", flush=True)
 
 
-def _seed(exe: list[str], env: dict[str, str], cloud_toml: Path, api: str) -> list[str]:
+def _seed(exe: list[str], env: dict[str, str], cloud_toml: Path, api: str, webhook_url: str) -> list[str]:
     """The demo company, its estate and staff (a second run adds nothing); the sign-in lines."""
     out = subprocess.run(
-        [*exe, "cloud", "seed-demo", "--config", str(cloud_toml), "--gateway", GATEWAY_ID, "--url", api],
+        [
+            *exe,
+            "cloud",
+            "seed-demo",
+            "--config",
+            str(cloud_toml),
+            "--gateway",
+            GATEWAY_ID,
+            "--url",
+            api,
+            "--webhook-url",
+            webhook_url,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -234,6 +263,8 @@ def _seed(exe: list[str], env: dict[str, str], cloud_toml: Path, api: str) -> li
 
 
 def run(args: argparse.Namespace) -> int:
+    from cloud.alerts.seed import demo_webhook_secret
+    from cloud.seed import DEMO_COMPANY_CODE
     from edge.clock import Clock
     from edge.fieldbus import read_device_status
     from edge.status import read_status
@@ -250,12 +281,30 @@ def run(args: argparse.Namespace) -> int:
     _write_cloud_config(cloud_toml, data, args)
     api = f"http://127.0.0.1:{args.api_port}"
     print(f"gatehouse demo: data in {data}", flush=True)
+    inbox = subprocess.Popen(
+        [
+            *exe,
+            "cloud",
+            "inbox",
+            "--smtp-port",
+            str(args.inbox_port),
+            "--http-port",
+            str(args.inbox_port + 1),
+            "--sms-secret",
+            INBOX_SMS_SECRET,
+            "--webhook-secret",
+            demo_webhook_secret(DEMO_COMPANY_CODE),
+            "--log",
+            str(data / "inbox.jsonl"),
+        ],
+        env=env,
+    )
     cloud = subprocess.Popen([*exe, "cloud", "serve", "--config", str(cloud_toml)], env=env)
     gateway: subprocess.Popen | None = None
     building: subprocess.Popen | None = None
     try:
         _wait_healthy(f"{api}/healthz", cloud)
-        sign_ins = _seed(exe, env, cloud_toml, api)
+        sign_ins = _seed(exe, env, cloud_toml, api, f"http://127.0.0.1:{args.inbox_port + 1}/webhook")
         registration = data / "gateway-password"
         if not registration.exists() and gateway_toml.exists():
             # A data folder from an earlier demo: the gateway's password is in its old config.
@@ -317,6 +366,9 @@ def run(args: argparse.Namespace) -> int:
             f"  API token      {token}   (the platform operator's: every company)\n"
             f"  Try            curl -H 'Authorization: Bearer {token}' '{api}/api/v1/events?limit=5'\n"
             f"  Metrics        {api}/metrics\n"
+            f"  Alerts         {api}/alerts   (on call: {api}/oncall; a technician's phone: {api}/tech)\n"
+            f"  Inbox          SMTP 127.0.0.1:{args.inbox_port}, SMS and webhooks http://127.0.0.1:"
+            f"{args.inbox_port + 1}: every notice prints here as an [inbox] line ({data / 'inbox.jsonl'})\n"
             f"  MQTT broker    mqtt://127.0.0.1:{args.broker_port} (embedded; gateways sign in with "
             "their own id)\n"
             f"  Gateway        {GATEWAY_ID} at {SITE}: gatehouse gateway status --config {gateway_toml}\n"
@@ -331,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
         _, last_id = _new_events(api, token, 0)  # from now on: not a replay of earlier runs
         while args.duration <= 0 or time.monotonic() - started < args.duration:
             time.sleep(5)
-            if cloud.poll() is not None or gateway.poll() is not None or building.poll() is not None:
+            if any(p.poll() is not None for p in (cloud, gateway, building, inbox)):
                 print("gatehouse demo: a process exited; stopping", file=sys.stderr)
                 return 1
             try:
@@ -363,7 +415,7 @@ def run(args: argparse.Namespace) -> int:
         print("gatehouse demo: stopping", flush=True)
         # The gateway first, so it can say goodbye to the broker; the building after it, so the
         # gateway does not report its devices going offline on the way out.
-        for proc in (gateway, building, cloud):
+        for proc in (gateway, building, cloud, inbox):
             if proc and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:

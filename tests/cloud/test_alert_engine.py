@@ -130,8 +130,12 @@ async def world(database_url: str) -> AsyncIterator[World]:
     async with sessions() as session:
         tech = await make_user(session, tenant.company_id, f"tech-wang-{gateway}", [(Role.TECHNICIAN, site)])
         lead = await make_user(session, tenant.company_id, f"lead-chen-{gateway}", [(Role.TECHNICIAN, site)])
-        guard = await make_user(session, tenant.company_id, f"guard-li-{gateway}", [(Role.SECURITY_GUARD, site)])
-        manager = await make_user(session, tenant.company_id, f"manager-zhao-{gateway}", [(Role.PROPERTY_MANAGER, site)])
+        guard = await make_user(
+            session, tenant.company_id, f"guard-li-{gateway}", [(Role.SECURITY_GUARD, site)]
+        )
+        manager = await make_user(
+            session, tenant.company_id, f"manager-zhao-{gateway}", [(Role.PROPERTY_MANAGER, site)]
+        )
         for u, email, phone in (
             (tech, "wang@example.com", "+8613800000001"),
             (lead, "chen@example.com", "+8613800000002"),

@@ -139,6 +139,7 @@ class Cloud:
     embedded_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     proc: Proc | None = None
+    extra_toml: str = ""  # more sections of the cloud config ([notify], [alerts] ...)
 
     def __post_init__(self) -> None:
         self.data = self.tmp / "cloud"
@@ -163,7 +164,7 @@ class Cloud:
                 f"acl_file = {_q(self.broker.acl_file)}",
                 f"pid_file = {_q(self.broker.mosquitto.pid_file)}",
             ]
-        self.config.write_text("\n".join(lines) + "\n")
+        self.config.write_text("\n".join(lines) + "\n" + self.extra_toml)
         self.proc = Proc([*GATEHOUSE, "cloud", "serve", "--config", str(self.config)], self.tmp / "cloud.log")
 
     @property
