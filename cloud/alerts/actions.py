@@ -489,6 +489,14 @@ async def create_silence(
     )
     session.add(silence)
     await session.flush()
+    # Alerts already open that it covers stop escalating now, not at their next step: the
+    # escalator looks at each maintenance alert of its scope at once and applies it.
+    scope = [Alert.company_id == company, Alert.track == MAINTENANCE, Alert.state.in_(ACTIVE_STATES)]
+    if site is not None:
+        scope.append(Alert.site_id == site.id)
+    if gateway_id:
+        scope.append(Alert.gateway_id == gateway_id)
+    await session.execute(update(Alert).where(*scope).values(next_action_at=now))
     await record(
         session,
         principal,

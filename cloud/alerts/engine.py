@@ -304,7 +304,7 @@ class AlertEngine:
             return await self._reopen(session, recent, item, at, now)
         alert = _new_alert(item, info, at, now, key=key)
         inhibitor = await self._inhibiting(session, item.gateway_id, at)
-        silence = None if inhibitor is not None else await _matching_silence(session, alert, now)
+        silence = None if inhibitor is not None else await matching_silence(session, alert, now)
         if inhibitor is not None:
             alert.state = INHIBITED
             alert.inhibited_by = inhibitor.id
@@ -607,7 +607,7 @@ async def check_gateway_alert(
             escalation_from=now + grace,
             next_action_at=now + grace,
         )
-        silence = await _matching_silence(session, alert, now)
+        silence = await matching_silence(session, alert, now)
         if silence is not None:
             alert.silence_id = silence.id
             alert.next_action_at = max(silence.ends_at, now + grace)
@@ -660,7 +660,7 @@ def _company(company_id: int | None) -> Any:
     return Alert.company_id.is_(None) if company_id is None else Alert.company_id == company_id
 
 
-async def _matching_silence(session: AsyncSession, alert: Alert, now: datetime) -> Silence | None:
+async def matching_silence(session: AsyncSession, alert: Alert, now: datetime) -> Silence | None:
     if alert.track != MAINTENANCE or alert.company_id is None:
         return None
     candidates = (

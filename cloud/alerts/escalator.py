@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloud.alerts.engine import check_gateway_alert, utcnow
+from cloud.alerts.engine import check_gateway_alert, matching_silence, utcnow
 from cloud.alerts.lifecycle import (
     add_timeline,
     next_open_action,
@@ -54,6 +54,7 @@ from cloud.alerts.models import (
 from cloud.alerts.settings import AlertSettings
 from cloud.db import SessionFactory, is_transient
 from cloud.models import Gateway
+from cloud.notify.outbox import cancel_pending
 from cloud.oncall.recipients import PolicyView, policy_for
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,21 @@ class Escalator:
             return False
         if alert.state == INHIBITED:
             return await self._inhibited(session, alert, now)
+        if alert.silence_id is None and alert.track == MAINTENANCE:
+            # A silence made after the raise covers it from now on (never life safety).
+            silence = await matching_silence(session, alert, now)
+            if silence is not None:
+                alert.silence_id = silence.id
+                alert.next_action_at = silence.ends_at
+                await cancel_pending(session, alert.id, now)
+                await add_timeline(
+                    session,
+                    alert.id,
+                    "silenced",
+                    now,
+                    {"silence_id": silence.id, "until": silence.ends_at.isoformat()},
+                )
+                return False
         if alert.silence_id is not None:
             silence = await session.get(Silence, alert.silence_id)
             if silence is not None and silence.ended_at is None and silence.ends_at > now:
@@ -160,8 +176,11 @@ class Escalator:
                 return False
             alert.silence_id = None
             await add_timeline(session, alert.id, "unsilenced", now, {})
-            if alert.escalation_step < 0 and alert.escalation_from < now:
-                alert.escalation_from = now  # the steps start now, not at the raise it slept through
+            if alert.state == OPEN:
+                # Still there after the silence: a new round from the first step (the steps that
+                # fell in the silence are not sent all at once).
+                alert.escalation_from = now
+                alert.escalation_step = -1
         policy = await policy_for(session, alert)
         if alert.state in (ACKNOWLEDGED, IN_PROGRESS):
             base = alert.acknowledged_at or alert.started_at or now

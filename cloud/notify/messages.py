@@ -216,7 +216,8 @@ def _grouped(items: Sequence[tuple[AlertView, str]], lang: int, base_url: str) -
 
 
 def _sms(alert: AlertView, reason: str, lang: int, link: str) -> str:
-    """``紧急·烟感报警·海景花园 T1-3F 请立即处理 <link>``: the place is cut, never the link."""
+    """``紧急·烟感报警·1F lobby smoke-lobby-1 海景花园 请立即处理 <link>``: where first (the zone and
+    source tell a guard which stairs to take; the site is what is cut first), never the link."""
     urgent = alert.track == LIFE_SAFETY
     tag = _WORDS["urgent_sms" if urgent else "maintenance_sms"][lang]
     what = _kind(alert, lang)
@@ -225,7 +226,9 @@ def _sms(alert: AlertView, reason: str, lang: int, link: str) -> str:
     fault = _fault(alert, lang) if not urgent else ""
     tail = f" {_WORDS['act_now'][lang]} {link}" if urgent and reason != "resolved" else f" {link}"
     sep = "·" if lang == 0 else " · "
-    place = " ".join(p for p in (alert.site_name, alert.source, fault) if p)
+    zone = alert.details.get("zone")
+    where = (zone if isinstance(zone, str) else "", alert.source, fault, alert.site_name)
+    place = " ".join(p for p in where if p)
     limit = SMS_LIMIT["zh" if lang == 0 else "en"]
     fixed = f"{tag}{sep}{what}{sep}"
     room = limit - len(fixed) - len(tail)

@@ -394,3 +394,32 @@ async def test_catch_up_takes_what_was_stored_while_the_engine_was_down(world: W
     async with world.sessions() as session:
         count = select(func.count()).select_from(Alert).where(Alert.company_id == world.company_id)
         assert (await session.execute(count)).scalar() == 2
+
+
+async def test_a_silence_made_after_the_raise_stops_the_escalation_until_it_ends(world: World) -> None:
+    world.events(CHILLER_FAULT)
+    await world.engine.drain()
+    [alert] = await world.alerts()
+    await world.escalator.tick()
+    async with world.sessions() as session:
+        session.add(
+            Silence(
+                company_id=world.company_id, site_id=world.site_id, source_pattern="chiller-*",
+                reason="chiller 1 serviced", starts_at=world.clock.now,
+                ends_at=world.clock.now + timedelta(hours=1), created_at=world.clock.now,
+            )
+        )  # fmt: skip
+        # What create_silence does to the alerts in its scope: look at them now.
+        wake = update(Alert).where(Alert.id == alert.id).values(next_action_at=world.clock.now)
+        await session.execute(wake)
+        await session.commit()
+    await world.escalator.tick()
+    [alert] = await world.alerts()
+    assert alert.silence_id is not None and "silenced" in await world.timeline(alert.id)
+    world.clock.advance(30 * 60)  # the lead's and the manager's steps fall in the silence
+    await world.escalator.tick()
+    assert {n.user_id for n in await world.notices()} == {world.tech}
+    world.clock.advance(31 * 60)  # the silence is over and the chiller still warm: a new round
+    await world.escalator.tick()
+    assert len(await world.notices(user_id=world.tech)) == 4  # email and SMS, twice
+    assert world.lead not in {n.user_id for n in await world.notices()}
