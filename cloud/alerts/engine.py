@@ -55,6 +55,7 @@ from cloud.alerts.models import (
     Silence,
 )
 from cloud.alerts.settings import AlertSettings
+from cloud.alerts.timeline import batched_timeline
 from cloud.db import SessionFactory, is_transient
 from cloud.events.repository import IncomingBatch, reported_time
 from cloud.models import Event, Gateway
@@ -206,8 +207,9 @@ class AlertEngine:
         urgent = any(i.meaning.track == LIFE_SAFETY for i in items)
         async with self._write(urgent=urgent), self._sessions() as session, session.begin():
             now = self._clock()
-            for item in items:
-                wrote = await self._apply(session, item, now) or wrote
+            async with batched_timeline(session):
+                for item in items:
+                    wrote = await self._apply(session, item, now) or wrote
             await _checkpoint(session, min(i.received_time for i in items))
         self.taken += len(items)
         if wrote:
@@ -290,16 +292,15 @@ class AlertEngine:
     ) -> bool:
         e, m = item.event, item.meaning
         key = m.key(item.gateway_id, e.source, "")
-        existing = await _unresolved(session, info.company_id, Alert.key == key)
-        if existing:
-            alert = existing[0]
+        current, recent = await self._alerts_of_key(session, info.company_id, key, now)
+        if current is not None:
+            alert = current
             alert.event_count += 1
             alert.last_event_at = max(alert.last_event_at, at)
             alert.active = True
             if alert.event_count <= self.settings.timeline_events_max:
                 await add_timeline(session, alert.id, "event", now, {"kind": e.kind, "seq": e.seq})
             return False
-        recent = await self._recently_cleared(session, info.company_id, key, now)
         if recent is not None:
             return await self._reopen(session, recent, item, at, now)
         alert = _new_alert(item, info, at, now, key=key)
@@ -416,25 +417,36 @@ class AlertEngine:
             wrote = (await resolve_by_itself(session, alert, now, "cleared")) > 0 or wrote
         return wrote
 
-    async def _recently_cleared(
+    async def _alerts_of_key(
         self, session: AsyncSession, company_id: int | None, key: str, now: datetime
-    ) -> Alert | None:
+    ) -> tuple[Alert | None, Alert | None]:
+        """The key's unresolved alert, else one that cleared by itself within the flap window (which
+        a return reopens): one query for both, as a flood asks it for every event."""
         since = now - timedelta(seconds=self.settings.flap_window_s)
-        return (
-            await session.execute(
-                select(Alert)
-                .where(
-                    _company(company_id),
-                    Alert.key == key,
-                    Alert.state == RESOLVED,
-                    Alert.resolved_by.is_(None),
-                    Alert.resolution == "cleared",
-                    Alert.resolved_at >= since,
-                )
-                .order_by(Alert.resolved_at.desc())
-                .limit(1)
+        query = (
+            select(Alert)
+            .where(
+                _company(company_id),
+                Alert.key == key,
+                or_(
+                    Alert.state.in_(UNRESOLVED_STATES),
+                    and_(
+                        Alert.state == RESOLVED,
+                        Alert.resolved_by.is_(None),
+                        Alert.resolution == "cleared",
+                        Alert.resolved_at >= since,
+                    ),
+                ),
             )
-        ).scalar()
+            .order_by(Alert.id.desc())
+            .limit(2)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        rows = list((await session.execute(query)).scalars())
+        current = next((a for a in rows if a.state != RESOLVED), None)
+        recent = next((a for a in rows if a.state == RESOLVED), None)
+        return current, recent
 
     async def _inhibiting(self, session: AsyncSession, gateway_id: str, at: datetime) -> Alert | None:
         """The gateway's offline alert that covers an event at ``at``: open now, or over an outage

@@ -5,9 +5,8 @@ by itself, and work out when the escalator must look at it next."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.alerts.models import (
@@ -17,26 +16,11 @@ from cloud.alerts.models import (
     SENDING,
     SENT,
     Alert,
-    AlertTimeline,
     Notification,
 )
+from cloud.alerts.timeline import add_timeline
 from cloud.notify.outbox import enqueue
 from cloud.oncall.recipients import PolicyView, recipients_for_step
-
-
-async def add_timeline(
-    session: AsyncSession,
-    alert_id: int,
-    action: str,
-    at: datetime,
-    detail: dict[str, Any] | None = None,
-    actor_id: int | None = None,
-) -> None:
-    await session.execute(
-        insert(AlertTimeline).values(
-            alert_id=alert_id, at=at, action=action, actor_id=actor_id, detail=detail or {}
-        )
-    )
 
 
 async def anyone_told(session: AsyncSession, alert_id: int) -> bool:

@@ -18,10 +18,10 @@ from cloud.alerts.models import (
     LIFE_SAFETY,
     PENDING,
     Alert,
-    AlertTimeline,
     Notification,
     Webhook,
 )
+from cloud.alerts.timeline import add_timeline
 from cloud.notify.quiet import quiet_end
 from cloud.oncall.recipients import Recipient
 
@@ -128,21 +128,19 @@ async def enqueue(
         return 0
     written = set(await _insert_new(session, rows))
     held = [r for r in rows if r["dedupe_key"] in written and r["held_reason"]]
-    session.add_all(
-        AlertTimeline(
-            alert_id=alert.id,
-            at=now,
-            action="held",
-            actor_id=None,
-            detail={
+    for r in held:
+        await add_timeline(
+            session,
+            alert.id,
+            "held",
+            now,
+            {
                 "user_id": r["user_id"],
                 "channel": r["channel"],
                 "until": r["not_before"].isoformat(),
                 "why": r["held_reason"],
             },
         )
-        for r in held
-    )
     await session.flush()
     return len(written)
 
