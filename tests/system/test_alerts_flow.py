@@ -173,7 +173,12 @@ def test_faults_reach_the_on_call_technician_escalate_and_stop_and_smoke_goes_th
         assert link is not None, mail["text"]
 
         # 2. Unacknowledged: the team lead after 4 s.
-        wait_until(lambda: to(inbox, "sms", lead["phone"]), 30, "the escalation to the team lead")
+        chiller_link = f"/tech/alerts/{chiller['id']}"
+        wait_until(
+            lambda: any(chiller_link in m["text"] for m in to(inbox, "sms", lead["phone"])),
+            30,
+            "the escalation to the team lead",
+        )
 
         # 3. The technician opens the email's link on a phone, signs in, acknowledges.
         with sync_playwright() as playwright:
