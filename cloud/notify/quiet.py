@@ -3,10 +3,11 @@
 A pure function of the quiet hours and the time, so the outbox and the on-call module agree on it.
 """
 
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cloud.oncall.recipients import QuietHours
+from cloud.oncall.walltime import wall_instant
 
 
 def quiet_end(quiet: QuietHours, now: datetime) -> datetime | None:
@@ -20,9 +21,9 @@ def quiet_end(quiet: QuietHours, now: datetime) -> datetime | None:
     if quiet.start == quiet.end:
         return None
     try:
-        zone: tzinfo = ZoneInfo(quiet.timezone)
+        zone = ZoneInfo(quiet.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        zone = UTC
+        zone = ZoneInfo("UTC")
     local = now.astimezone(zone)
     wall = local.time().replace(tzinfo=None)
     today = local.date()
@@ -36,6 +37,7 @@ def quiet_end(quiet: QuietHours, now: datetime) -> datetime | None:
         end_day = today
     else:
         return None
-    end = datetime.combine(end_day, quiet.end, tzinfo=zone).astimezone(UTC)
-    # A wall time skipped by a daylight-saving change can land at or before now: then it is over.
+    # The instant the clocks show the end (a time a spring-forward skips: the jump; one shown twice
+    # when they fall back: the first after now), as the rotas' handovers are computed.
+    end = wall_instant(end_day, quiet.end, zone, after=now)
     return end if end > now else None

@@ -205,3 +205,19 @@ def test_webhook_payload_times_are_utc() -> None:
     assert payload["acknowledged_at"] == "2026-03-10T06:05:00Z" and payload["resolved_at"] is None
     assert payload["link"] == "https://gh.example.cn/tech/alerts/42"
     assert {payload["alert_id"], payload["reason"], payload["delivery_id"]} == {42, "acknowledged", "77"}
+
+
+def test_quiet_hours_ending_in_a_spring_forward_gap_end_at_the_jump() -> None:
+    from datetime import UTC, datetime, time
+
+    from cloud.notify.quiet import quiet_end
+    from cloud.oncall.recipients import QuietHours
+
+    quiet = QuietHours(time(22, 0), time(2, 30), "Europe/Berlin")
+    # 29 March 2026, 01:00 in Berlin (00:00 UTC): at 02:00 the clocks jump to 03:00, so 02:30 never
+    # shows; the quiet hours are over at the jump (01:00 UTC), not an hour later.
+    jump = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    assert quiet_end(quiet, datetime(2026, 3, 29, 0, 0, tzinfo=UTC)) == jump
+    # 25 October 2026: 02:30 shows twice; from 01:00 (CEST) the end is the first 02:30 (00:30 UTC).
+    first = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert quiet_end(quiet, datetime(2026, 10, 24, 23, 0, tzinfo=UTC)) == first
