@@ -18,8 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from cloud.alerts.models import LIFE_SAFETY, MAINTENANCE
-
-SKILLS = ("electrical", "hvac", "plumbing", "lifts", "security", "general")
+from cloud.oncall.schemas import SKILLS  # one list: the rotas', the rules' (tested) and ours
 
 
 class Effect(StrEnum):

@@ -194,6 +194,19 @@ CHILLER_FAULT = ("equipment.fault", "chiller-1", {"fault": "high_temp", "severit
 CHILLER_CLEAR = ("equipment.fault_cleared", "chiller-1", {"fault": "high_temp", "skill": "hvac"})
 
 
+def test_one_list_of_skills_from_the_gateway_rules_to_the_rotas() -> None:
+    from typing import get_args
+
+    from cloud.oncall.schemas import SKILLS
+    from edge.rules import EquipmentRuleConfig
+
+    # The gateway's config may not import the cloud: its Literal is a copy, held to the rotas' list.
+    (literal,) = (
+        a for a in get_args(EquipmentRuleConfig.model_fields["skill"].annotation) if a is not type(None)
+    )
+    assert set(get_args(literal)) == set(SKILLS)
+
+
 def test_meaning_table() -> None:
     smoke = classify.meaning("smoke.alarm", {})
     assert smoke is not None and smoke.track == LIFE_SAFETY and smoke.effect is classify.Effect.RAISE
