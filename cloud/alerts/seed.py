@@ -170,7 +170,7 @@ async def _policies(
                 {"after_s": 180, "targets": [{"type": "role", "role": "company_admin"}]},
             ],
             "ack_timeout_s": 30 * 60,
-            "repeat_s": 60,
+            "repeat_s": 300,  # every five minutes until acknowledged (the demo stays readable)
         },
     ]
     for p in wanted:
