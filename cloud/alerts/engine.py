@@ -24,7 +24,7 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
@@ -65,6 +65,7 @@ from protocols.envelope import EventRecord
 log = logging.getLogger(__name__)
 
 CHUNK = 64
+RECENT_KEYS = 20_000  # maintenance keys remembered as "seen lately" (a few MB at most)
 CHECKPOINT = "engine"
 CATCH_UP_MARGIN = timedelta(minutes=10)
 _GATEWAY_TTL_S = 30.0
@@ -111,6 +112,12 @@ class AlertEngine:
         self._clock = clock
         self._urgent: deque[_Item] = deque()
         self._normal: deque[_Item] = deque()
+        # Maintenance events of keys seen lately (a flapping point's tenth event) wait behind those
+        # of new keys: a new fault is not queued behind a flood. A key with events in this queue
+        # keeps sending them here, so one key's events are always taken in order.
+        self._known: deque[_Item] = deque()
+        self._known_queued: Counter[str] = Counter()
+        self._recent_keys: OrderedDict[str, None] = OrderedDict()
         self._gateways: set[str] = set()
         self._work = asyncio.Event()
         self._stopping = False
@@ -128,8 +135,24 @@ class AlertEngine:
                 if m is None:
                     continue
                 item = _Item(batch.gateway_id, batch.store_id, batch.received_time, e, m)
-                (self._urgent if m.track == LIFE_SAFETY else self._normal).append(item)
+                if m.track == LIFE_SAFETY:
+                    self._urgent.append(item)
+                else:
+                    self._queue_maintenance(item)
                 self._work.set()
+
+    def _queue_maintenance(self, item: _Item) -> None:
+        key = item.meaning.key(item.gateway_id, item.event.source, "")
+        recent = self._recent_keys
+        if self._known_queued[key] > 0 or key in recent:
+            self._known.append(item)
+            self._known_queued[key] += 1
+            recent.move_to_end(key)
+            return
+        self._normal.append(item)
+        recent[key] = None
+        while len(recent) > RECENT_KEYS:
+            recent.popitem(last=False)
 
     def gateway_changed(self, gateway_id: str) -> None:
         self._info.pop(gateway_id, None)
@@ -138,7 +161,7 @@ class AlertEngine:
 
     @property
     def pending(self) -> int:
-        return len(self._urgent) + len(self._normal) + len(self._gateways)
+        return len(self._urgent) + len(self._normal) + len(self._known) + len(self._gateways)
 
     def stop(self) -> None:
         self._stopping = True
@@ -164,6 +187,14 @@ class AlertEngine:
                 await self._retrying("life-safety events", partial(self._apply_items, items))
             elif self._normal:
                 items = [self._normal.popleft() for _ in range(min(CHUNK, len(self._normal)))]
+                await self._retrying("events", partial(self._apply_items, items))
+            elif self._known:
+                items = [self._known.popleft() for _ in range(min(CHUNK, len(self._known)))]
+                for item in items:
+                    key = item.meaning.key(item.gateway_id, item.event.source, "")
+                    self._known_queued[key] -= 1
+                    if self._known_queued[key] <= 0:
+                        del self._known_queued[key]
                 await self._retrying("events", partial(self._apply_items, items))
             elif self._gateways:
                 gateway_id = self._gateways.pop()
@@ -210,7 +241,9 @@ class AlertEngine:
             async with batched_timeline(session):
                 for item in items:
                     wrote = await self._apply(session, item, now) or wrote
-            await _checkpoint(session, min(i.received_time for i in items))
+            # Not past an older event still queued (the queues are taken out of arrival order).
+            heads = [q[0].received_time for q in (self._normal, self._known) if q]
+            await _checkpoint(session, min([i.received_time for i in items] + heads))
         self.taken += len(items)
         if wrote:
             self._wake()

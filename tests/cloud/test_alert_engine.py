@@ -436,3 +436,38 @@ async def test_a_silence_made_after_the_raise_stops_the_escalation_until_it_ends
     await world.escalator.tick()
     assert len(await world.notices(user_id=world.tech)) == 4  # email and SMS, twice
     assert world.lead not in {n.user_id for n in await world.notices()}
+
+
+async def test_a_new_fault_is_not_queued_behind_a_flood_of_known_ones(world: World) -> None:
+    flood = [("equipment.fault", f"fcu-{i:02d}", {"fault": "fan", "skill": "general"}) for i in range(70)]
+    world.events(*flood)
+    await world.engine.drain()
+    world.events(*flood)  # the same keys again: behind whatever is new
+    world.events(CHILLER_FAULT)
+    await world.engine.drain()
+    [chiller] = await world.alerts(source="chiller-1")
+    async with world.sessions() as session:
+        raised = (
+            await session.execute(
+                select(AlertTimeline.id).where(
+                    AlertTimeline.alert_id == chiller.id, AlertTimeline.action == "raised"
+                )
+            )
+        ).scalar_one()
+        flood_ids = (
+            (
+                await session.execute(
+                    select(AlertTimeline.id)
+                    .join(Alert, Alert.id == AlertTimeline.alert_id)
+                    .where(
+                        Alert.company_id == world.company_id,
+                        Alert.source.like("fcu-%"),
+                        AlertTimeline.action == "event",
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(flood_ids) == 70 and raised < min(flood_ids)
+    assert all(a.event_count == 2 for a in await world.alerts() if a.source.startswith("fcu-"))

@@ -194,3 +194,40 @@ async def test_acks_leave_the_store_at_synchronous_full(tmp_path):
     assert level == 2  # FULL
     assert [e.seq for e in await ob.fetch(Lane.TELEMETRY, 0, 10)] == [3, 5]
     await ob.close()
+
+
+def meta(tmp_path) -> dict[str, str]:
+    con = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    try:
+        return dict(con.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("evicting", [False, True])
+async def test_a_failed_commit_leaves_disk_and_memory_as_they_were(tmp_path, evicting):
+    ob = await open_outbox(tmp_path, max_bytes=64 * 1024)
+    await ob.accept([alarm()])
+    while ob.backlog_bytes < (50 if evicting else 10) * 1024:
+        await ob.accept(tele(5, 200))
+    disk_before, meta_before = rows(tmp_path), meta(tmp_path)
+    memory_before = (ob.counters, ob.backlog_bytes, ob.store_full)
+    # The counters are the last statement of a commit: failing there must undo its inserts and deletes.
+    con = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    con.execute(
+        "CREATE TRIGGER fail_commit BEFORE INSERT ON meta WHEN NEW.key = 'accepted_total'"
+        " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    )
+    con.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="disk says no"):
+        await ob.accept(tele(40, 200))  # ~15 KB: over the cap only when the store is nearly full
+    assert (rows(tmp_path), meta(tmp_path)) == (disk_before, meta_before)
+    assert (ob.counters, ob.backlog_bytes, ob.store_full) == memory_before
+    con.execute("DROP TRIGGER fail_commit")
+    con.commit()
+    con.close()
+    # Not left inside a transaction; the failed group's seqs are never handed out again.
+    seqs = await ob.accept(tele(1))
+    assert len(seqs) == 1 and seqs[0] > max(r[0] for r in disk_before) + 40
+    assert ob.counters["evicted_events"] == 0
+    await ob.close()
