@@ -287,22 +287,7 @@ class AlertEngine:
                 await add_timeline(session, existing[0].id, "event", now, {"kind": e.kind, "seq": e.seq})
                 return False
         alert = _new_alert(item, info, at, now, key=m.key(item.gateway_id, e.source, _event_key(item)))
-        session.add(alert)
-        await session.flush()
-        await _link_event(session, item, alert.id)
-        await add_timeline(
-            session,
-            alert.id,
-            "raised",
-            now,
-            {
-                "kind": e.kind,
-                "source": e.source,
-                "fault": m.fault,
-                "severity": m.severity,
-                "gateway": info.name or item.gateway_id,
-            },
-        )
+        await _store_raised(session, alert, item, info, now)
         return await self._first_notices(session, alert, now)
 
     async def _note_life_safety_clear(
@@ -350,22 +335,7 @@ class AlertEngine:
         elif silence is not None:
             alert.silence_id = silence.id
             alert.next_action_at = silence.ends_at
-        session.add(alert)
-        await session.flush()
-        await _link_event(session, item, alert.id)
-        await add_timeline(
-            session,
-            alert.id,
-            "raised",
-            now,
-            {
-                "kind": e.kind,
-                "source": e.source,
-                "fault": m.fault,
-                "severity": m.severity,
-                "gateway": info.name or item.gateway_id,
-            },
-        )
+        await _store_raised(session, alert, item, info, now)
         if inhibitor is not None:
             await add_timeline(session, alert.id, "inhibited", now, {"by": inhibitor.id})
             await add_timeline(
@@ -758,6 +728,18 @@ def _new_alert(item: _Item, info: _GatewayInfo, at: datetime, now: datetime, *, 
         next_action_at=None,
         event_count=1,
     )
+
+
+async def _store_raised(
+    session: AsyncSession, alert: Alert, item: _Item, info: _GatewayInfo, now: datetime
+) -> None:
+    """A new alert: stored, linked to the event that raised it, "raised" on its timeline."""
+    session.add(alert)
+    await session.flush()
+    await _link_event(session, item, alert.id)
+    e, m = item.event, item.meaning
+    detail = {"kind": e.kind, "source": e.source, "fault": m.fault, "severity": m.severity}
+    await add_timeline(session, alert.id, "raised", now, {**detail, "gateway": info.name or item.gateway_id})
 
 
 async def _link_event(session: AsyncSession, item: _Item, alert_id: int) -> None:
