@@ -89,6 +89,7 @@ class _GatewayInfo:
     name: str
     online: bool
     last_seen_at: datetime | None
+    known: bool = True  # registered and not revoked: someone waits for it
 
 
 def utcnow() -> datetime:
@@ -131,7 +132,7 @@ class AlertEngine:
             for e in batch.events:
                 if e.kind not in kinds:
                     continue
-                m = classify.meaning(e.kind, dict(e.data))
+                m = classify.meaning(e.kind, e.data)
                 if m is None:
                     continue
                 item = _Item(batch.gateway_id, batch.store_id, batch.received_time, e, m)
@@ -570,13 +571,25 @@ async def gateway_info(session: AsyncSession, gateway_id: str) -> _GatewayInfo:
     row = (
         await session.execute(
             select(
-                Gateway.company_id, Gateway.site_id, Gateway.name, Gateway.online, Gateway.last_seen_at
+                Gateway.company_id,
+                Gateway.site_id,
+                Gateway.name,
+                Gateway.online,
+                Gateway.last_seen_at,
+                Gateway.revoked_at,
             ).where(Gateway.id == gateway_id)
         )
     ).first()
     if row is None:
-        return _GatewayInfo(None, None, "", False, None)
-    return _GatewayInfo(row.company_id, row.site_id, row.name, bool(row.online), row.last_seen_at)
+        return _GatewayInfo(None, None, "", False, None, known=False)
+    return _GatewayInfo(
+        row.company_id,
+        row.site_id,
+        row.name,
+        bool(row.online),
+        row.last_seen_at,
+        known=row.revoked_at is None,
+    )
 
 
 async def check_gateway_alert(
@@ -590,12 +603,7 @@ async def check_gateway_alert(
     if not info.online:
         if existing:
             return False
-        gone = (
-            await session.execute(
-                select(Gateway.id).where(Gateway.id == gateway_id, Gateway.revoked_at.is_(None))
-            )
-        ).scalar()
-        if gone is None:
+        if not info.known:
             return False  # unknown or revoked: nobody waits for it
         grace = timedelta(seconds=settings.gateway_offline_notify_after_s)
         alert = Alert(
@@ -717,7 +725,7 @@ def _new_alert(item: _Item, info: _GatewayInfo, at: datetime, now: datetime, *, 
         fault=m.fault,
         skill=m.skill,
         severity=m.severity,
-        details={**dict(e.data), "gateway": info.name or item.gateway_id},
+        details={**e.data, "gateway": info.name or item.gateway_id},
         state=OPEN,
         active=True,
         raised_at=now,
