@@ -32,7 +32,6 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 JPEG = "image/jpeg"
 PNG = "image/png"
 WEBP = "image/webp"
-IMAGE_TYPES = (JPEG, PNG, WEBP)
 
 
 class TooLarge(InvalidInput):
@@ -117,9 +116,6 @@ class BlobStore:
             return self.path(sha256).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"blob {sha256}: not stored") from None
-
-    def exists(self, sha256: str) -> bool:
-        return SHA256.fullmatch(sha256) is not None and self.path(sha256).is_file()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -25,18 +25,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, false, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, false, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import User
 from cloud.accounts.permissions import Forbidden, Permission, Principal
-from cloud.alerts.lifecycle import round_id
+from cloud.alerts.lifecycle import tell_webhooks
 from cloud.alerts.models import (
     ACKNOWLEDGED,
     IN_PROGRESS,
@@ -53,12 +52,13 @@ from cloud.alerts.models import (
     Silence,
     Webhook,
 )
+from cloud.alerts.timeline import add_timeline
 from cloud.audit.chain import record
 from cloud.blobs import DEFAULT_MAX_BYTES, BlobStore, image_type
 from cloud.kit.errors import Conflict, InvalidInput, NotFound
 from cloud.kit.pagination import InvalidCursor
 from cloud.models import Gateway
-from cloud.notify.outbox import cancel_pending, enqueue
+from cloud.notify.outbox import cancel_pending
 from cloud.oncall.recipients import on_call
 from cloud.property.models import Site
 
@@ -133,22 +133,6 @@ def _check_track(principal: Principal, alert: Alert, what: str) -> None:
         )
 
 
-async def _timeline(
-    session: AsyncSession,
-    principal: Principal,
-    alert: Alert,
-    action: str,
-    now: datetime,
-    detail: dict[str, Any] | None = None,
-) -> int:
-    result = await session.execute(
-        insert(AlertTimeline)
-        .values(alert_id=alert.id, at=now, action=action, actor_id=actor_id(principal), detail=detail or {})
-        .returning(AlertTimeline.id)
-    )
-    return int(result.scalar_one())
-
-
 async def _audit(
     session: AsyncSession,
     principal: Principal,
@@ -170,14 +154,6 @@ async def _audit(
         after=after,
         ip=ip,
     )
-
-
-async def _tell_webhooks(session: AsyncSession, alert: Alert, reason: str, now: datetime) -> int:
-    """The alert's webhooks hear that a person acknowledged or resolved it (the people told do
-    not: whoever did it is one of them). Not for an alert nobody was told of."""
-    if alert.escalation_step < 0:
-        return 0
-    return await enqueue(session, alert, [], reason=reason, step=0, now=now, repeat=round_id(alert))
 
 
 def _acknowledge_fields(principal: Principal, alert: Alert, now: datetime) -> None:
@@ -204,8 +180,8 @@ async def acknowledge(
     _acknowledge_fields(principal, alert, now)
     alert.next_action_at = now
     cancelled = await cancel_pending(session, alert.id, now)
-    await _tell_webhooks(session, alert, "acknowledged", now)
-    await _timeline(session, principal, alert, "acknowledged", now)
+    await tell_webhooks(session, alert, "acknowledged", now)
+    await add_timeline(session, alert.id, "acknowledged", now, actor_id=actor_id(principal))
     await _audit(
         session,
         principal,
@@ -236,12 +212,12 @@ async def start_work(
     if alert.state == OPEN:
         _acknowledge_fields(principal, alert, now)
         cancelled = await cancel_pending(session, alert.id, now)
-        await _tell_webhooks(session, alert, "acknowledged", now)
-        await _timeline(session, principal, alert, "acknowledged", now)
+        await tell_webhooks(session, alert, "acknowledged", now)
+        await add_timeline(session, alert.id, "acknowledged", now, actor_id=actor_id(principal))
     alert.state = IN_PROGRESS
     alert.started_at = now
     alert.next_action_at = now
-    await _timeline(session, principal, alert, "started", now)
+    await add_timeline(session, alert.id, "started", now, actor_id=actor_id(principal))
     await _audit(
         session,
         principal,
@@ -274,7 +250,7 @@ async def add_note(
     alert = await _load(session, principal, alert_id, lock=True)
     principal.require(P.ALARMS_ACKNOWLEDGE, alert.site_id)
     alert.next_action_at = now
-    entry_id = await _timeline(session, principal, alert, "note", now, {"text": text})
+    entry_id = await add_timeline(session, alert.id, "note", now, {"text": text}, actor_id(principal))
     await _audit(session, principal, "alert.note", alert, None, {"text": text}, ip)
     await session.commit()
     entry = await session.get(AlertTimeline, entry_id)
@@ -315,7 +291,7 @@ async def add_photo(
     session.add(photo)
     await session.flush()
     alert.next_action_at = now
-    await _timeline(session, principal, alert, "photo", now, {"photo_id": photo.id})
+    await add_timeline(session, alert.id, "photo", now, {"photo_id": photo.id}, actor_id(principal))
     await _audit(
         session,
         principal,
@@ -358,8 +334,10 @@ async def resolve(
     alert.resolution = resolution
     alert.next_action_at = now
     cancelled = await cancel_pending(session, alert.id, now)
-    await _tell_webhooks(session, alert, "resolved", now)
-    await _timeline(session, principal, alert, "resolved", now, {"resolution": resolution, "auto": False})
+    await tell_webhooks(session, alert, "resolved", now)
+    await add_timeline(
+        session, alert.id, "resolved", now, {"resolution": resolution, "auto": False}, actor_id(principal)
+    )
     await _audit(
         session,
         principal,
@@ -567,19 +545,6 @@ def _silence_visible(principal: Principal) -> list[ColumnElement[bool]]:
 
 def silence_active(silence: Silence, now: datetime) -> bool:
     return silence.ended_at is None and silence.starts_at <= now < silence.ends_at
-
-
-def silence_matches(silence: Silence, alert: Alert) -> bool:
-    """Would ``silence`` hold ``alert`` (as the engine applies it)?"""
-    if alert.track != MAINTENANCE or alert.company_id != silence.company_id:
-        return False
-    if silence.site_id is not None and silence.site_id != alert.site_id:
-        return False
-    if silence.gateway_id and silence.gateway_id != alert.gateway_id:
-        return False
-    if silence.fault and silence.fault != alert.fault:
-        return False
-    return not silence.source_pattern or fnmatch.fnmatchcase(alert.source, silence.source_pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -900,18 +865,22 @@ async def get_photo(session: AsyncSession, principal: Principal, alert_id: int, 
 # My alerts
 
 
-async def _on_call_pairs(session: AsyncSession, principal: Principal, now: datetime) -> list[tuple[int, str]]:
-    """The (site, skill) pairs of the alerts the principal sees where it is on call now."""
+async def _on_call_pairs(
+    session: AsyncSession, principal: Principal, now: datetime, among: Sequence[int] | None = None
+) -> list[tuple[int, str]]:
+    """The (site, skill) pairs of the alerts the principal sees (of ``among``, if given) where it
+    is on call now."""
     if principal.kind != "user":
         return []
-    pairs = (
-        await session.execute(
-            select(Alert.site_id, Alert.skill)
-            .where(*visible_clauses(principal), Alert.state.in_(ACTIVE_STATES), Alert.site_id.is_not(None))
-            .distinct()
-            .limit(ONCALL_PAIRS)
-        )
-    ).all()
+    query = (
+        select(Alert.site_id, Alert.skill)
+        .where(*visible_clauses(principal), Alert.state.in_(ACTIVE_STATES), Alert.site_id.is_not(None))
+        .distinct()
+        .limit(ONCALL_PAIRS)
+    )
+    if among is not None:
+        query = query.where(Alert.id.in_(list(among)))
+    pairs = (await session.execute(query)).all()
     mine: list[tuple[int, str]] = []
     for site_id, skill in pairs:
         if site_id is not None and await on_call(session, site_id, skill, now) == principal.id:
@@ -919,9 +888,12 @@ async def _on_call_pairs(session: AsyncSession, principal: Principal, now: datet
     return mine
 
 
-async def mine_clause(session: AsyncSession, principal: Principal, now: datetime) -> ColumnElement[bool]:
+async def mine_clause(
+    session: AsyncSession, principal: Principal, now: datetime, among: Sequence[int] | None = None
+) -> ColumnElement[bool]:
     """Alerts that are the principal's: it was notified of them, or it is on call for their site
-    and skill. Nothing for a principal that is no user (a token, the platform)."""
+    and skill (only the pairs of ``among`` are looked up, if given). Nothing for a principal that
+    is no user (a token, the platform)."""
     if principal.kind != "user" or principal.id is None:
         return false()
     notified = (
@@ -930,7 +902,7 @@ async def mine_clause(session: AsyncSession, principal: Principal, now: datetime
         .exists()
     )
     clauses: list[ColumnElement[bool]] = [notified]
-    pairs = await _on_call_pairs(session, principal, now)
+    pairs = await _on_call_pairs(session, principal, now, among)
     clauses.extend(and_(Alert.site_id == site_id, Alert.skill == skill) for site_id, skill in pairs)
     return or_(*clauses)
 
@@ -957,7 +929,8 @@ async def mine_among(
     """Which of ``alert_ids`` are the principal's active alerts (the technician's live stream)."""
     if not alert_ids:
         return set()
-    mine = await mine_clause(session, principal, now)
+    # Only the changed alerts' (site, skill) pairs: each is an on-call lookup of a few queries.
+    mine = await mine_clause(session, principal, now, alert_ids)
     rows = await session.scalars(
         select(Alert.id).where(
             Alert.id.in_(list(alert_ids)), *visible_clauses(principal), Alert.state.in_(ACTIVE_STATES), mine

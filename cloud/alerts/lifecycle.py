@@ -111,9 +111,15 @@ async def resolve_by_itself(session: AsyncSession, alert: Alert, now: datetime, 
     alert.resolution = resolution
     alert.next_action_at = None
     await add_timeline(session, alert.id, "resolved", now, {"resolution": resolution, "auto": True})
+    return await tell_webhooks(session, alert, "resolved", now)
+
+
+async def tell_webhooks(session: AsyncSession, alert: Alert, reason: str, now: datetime) -> int:
+    """The alert's webhooks hear it was acknowledged or resolved (the people told do not: whoever
+    did it is one of them). Not for an alert nobody was told of; returns the notices written."""
     if alert.escalation_step < 0:
-        return 0  # nobody was told it began: nobody needs to hear it ended
-    return await enqueue(session, alert, [], reason="resolved", step=0, now=now, repeat=round_id(alert))
+        return 0
+    return await enqueue(session, alert, [], reason=reason, step=0, now=now, repeat=round_id(alert))
 
 
 def next_open_action(alert: Alert, policy: PolicyView, now: datetime) -> datetime | None:

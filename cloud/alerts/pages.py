@@ -62,7 +62,6 @@ MAX_ID = 2**63 - 1
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 PAGE = 50
 CARD_NEWEST = 5
-TECH_TIMELINE = 20
 
 STATE_LABELS = {
     OPEN: N_("unacknowledged"),

@@ -25,13 +25,16 @@ async def add_timeline(
     at: datetime,
     detail: dict[str, Any] | None = None,
     actor_id: int | None = None,
-) -> None:
+) -> int | None:
+    """Write a timeline row; its id, or None inside ``batched_timeline`` (written at the end)."""
     row = {"alert_id": alert_id, "at": at, "action": action, "actor_id": actor_id, "detail": detail or {}}
     buffer: list[dict[str, Any]] | None = session.info.get(_BUFFER)
     if buffer is not None:
         buffer.append(row)
-        return
-    await session.execute(insert(AlertTimeline).values(**row))
+        return None
+    return int(
+        (await session.execute(insert(AlertTimeline).values(**row).returning(AlertTimeline.id))).scalar_one()
+    )
 
 
 @asynccontextmanager
