@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -121,3 +122,11 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(err))
         yield err
         todo.extend([getattr(err, "orig", None), err.__cause__, err.__context__])
+
+
+def upsert_insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT of the session's dialect, so ``on_conflict_do_nothing`` / ``do_update`` can follow
+    (the same on PostgreSQL and SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloud.db import upsert_insert
 from cloud.models import (
     AccessCredential,
     AccessHoliday,
@@ -64,17 +64,12 @@ def key_of(table: Table) -> str:
     return "date" if table is HOLIDAYS else "id"
 
 
-def _insert(session: AsyncSession, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 async def lock_site(session: AsyncSession, site: str) -> int:
     """The site's current version, its counter row locked until the transaction ends: changes to
     one site's access data take turns. On SQLite this first write takes the database's write
     lock up front, so the transaction cannot fail half way on a lock it could not upgrade."""
     await session.execute(
-        _insert(session, VERSIONS)
+        upsert_insert(session, VERSIONS)
         .values(site=site, version=0)
         .on_conflict_do_nothing(index_elements=["site"])
     )
@@ -107,7 +102,7 @@ async def upsert(session: AsyncSession, table: Table, rows: Sequence[dict[str, A
     """Insert or replace rows (each a dict with every column) in one executemany."""
     if not rows:
         return
-    stmt = _insert(session, table)
+    stmt = upsert_insert(session, table)
     names = [c.name for c in table.columns if c.name not in ("site", key_of(table))]
     stmt = stmt.on_conflict_do_update(
         index_elements=["site", key_of(table)], set_={n: stmt.excluded[n] for n in names}

@@ -33,7 +33,6 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,7 +55,7 @@ from cloud.alerts.models import (
 )
 from cloud.alerts.settings import AlertSettings
 from cloud.alerts.timeline import batched_timeline
-from cloud.db import SessionFactory, is_transient
+from cloud.db import SessionFactory, is_transient, upsert_insert
 from cloud.events.repository import IncomingBatch, reported_time
 from cloud.models import Event, Gateway
 from cloud.oncall.recipients import policy_for
@@ -253,8 +252,12 @@ class AlertEngine:
     async def _apply(self, session: AsyncSession, item: _Item, now: datetime) -> bool:
         """Act on one event; True if notices were written."""
         e = item.event
-        key_row = _insert_ignore(session, AlertEventKey).values(
-            gateway_id=item.gateway_id, store_id=item.store_id, seq=e.seq, alert_id=None, taken_at=now
+        key_row = (
+            upsert_insert(session, AlertEventKey)
+            .values(
+                gateway_id=item.gateway_id, store_id=item.store_id, seq=e.seq, alert_id=None, taken_at=now
+            )
+            .on_conflict_do_nothing()
         )
         if (await session.execute(key_row)).rowcount == 0:  # type: ignore[attr-defined]
             return False  # taken before
@@ -762,15 +765,13 @@ async def _link_event(session: AsyncSession, item: _Item, alert_id: int) -> None
     )
 
 
-def _insert_ignore(session: AsyncSession, table: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
-
-
 async def _checkpoint(session: AsyncSession, received: datetime) -> None:
     """Move the catch-up checkpoint forward (never back: several workers write it)."""
-    stmt = _insert_ignore(session, AlertEngineState).values(name=CHECKPOINT, checkpoint=received)
+    stmt = (
+        upsert_insert(session, AlertEngineState)
+        .values(name=CHECKPOINT, checkpoint=received)
+        .on_conflict_do_nothing()
+    )
     await session.execute(stmt)
     await session.execute(
         update(AlertEngineState)

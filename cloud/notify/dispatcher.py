@@ -47,7 +47,7 @@ from cloud.alerts.models import (
 from cloud.config import CloudConfig
 from cloud.db import SessionFactory, is_transient
 from cloud.kit.writegate import WriteGate
-from cloud.notify.email import SmtpSender, message_id
+from cloud.notify.email import SmtpSender, delivery_key, message_id
 from cloud.notify.errors import SendFailed
 from cloud.notify.messages import AlertView, person_message, webhook_payload
 from cloud.notify.outbox import CLOSING_REASONS, EMAIL, GROUPED, SMS, WEBHOOK
@@ -405,8 +405,7 @@ class Dispatcher:
             msg_id = message_id(batch.ids, self.settings.smtp.from_address)
             return await self._email.send(first.address, message.subject, message.text, msg_id)
         if batch.channel == SMS:
-            key = "gatehouse-notification-" + "-".join(str(i) for i in sorted(batch.ids))
-            return await self._sms.send(first.address, message.sms, key)
+            return await self._sms.send(first.address, message.sms, delivery_key(batch.ids))
         raise SendFailed(f"{batch.channel}: no such channel", permanent=True)
 
     async def _record_sent(self, batch: Batch, sent_as: str) -> None:
@@ -564,15 +563,8 @@ async def _group_holds(
         )
         .group_by(Notification.group_key)
     )
-    # SQLite hands max() back as text: read it through the column's type.
-    sent_at = Notification.__table__.c.sent_at.type
-    holds = {}
-    for key, last in rows.all():
-        if isinstance(last, str):
-            last = sent_at.process_result_value(datetime.fromisoformat(last), session.get_bind().dialect)
-        if last is not None:
-            holds[key] = last + interval
-    return holds
+    # max() of a UTCDateTime column comes back through the column's type: aware, on both databases.
+    return {key: last + interval for key, last in rows.all() if last is not None}
 
 
 async def _alert_views(session: AsyncSession, alert_ids: set[int]) -> dict[int, AlertView]:

@@ -20,11 +20,17 @@ from cloud.notify.errors import SendFailed
 NOT_CONFIGURED = "email: no SMTP server configured ([notify.smtp] host)"
 
 
+def delivery_key(notification_ids: list[int]) -> str:
+    """``gatehouse-notification-{id}[-{id}...]``: the same for the same notices on every attempt,
+    so a receiver drops the copy a resend after a crash delivers (email Message-ID, SMS
+    Idempotency-Key)."""
+    return "gatehouse-notification-" + "-".join(str(i) for i in sorted(notification_ids))
+
+
 def message_id(notification_ids: list[int], from_address: str) -> str:
     """``<gatehouse-notification-{id}[-{id}...]@{domain}>``: the same for the same notices."""
     domain = from_address.rpartition("@")[2] or "gatehouse.invalid"
-    ids = "-".join(str(i) for i in sorted(notification_ids))
-    return f"<gatehouse-notification-{ids}@{domain}>"
+    return f"<{delivery_key(notification_ids)}@{domain}>"
 
 
 def build_message(

@@ -22,6 +22,7 @@ from cloud.alerts.models import (
     Webhook,
 )
 from cloud.alerts.timeline import add_timeline
+from cloud.db import upsert_insert
 from cloud.notify.quiet import quiet_end
 from cloud.oncall.recipients import Recipient
 
@@ -223,15 +224,7 @@ async def _webhooks_for(session: AsyncSession, alert: Alert) -> list[Webhook]:
 
 async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> list[str]:
     """INSERT .. ON CONFLICT (dedupe_key) DO NOTHING; the dedupe keys of the rows written."""
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(Notification)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(Notification)
+    stmt = upsert_insert(session, Notification)
     stmt = (
         stmt.values(rows)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])

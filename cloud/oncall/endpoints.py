@@ -18,7 +18,6 @@ from cloud.kit.errors import InvalidInput
 from cloud.kit.web import SessionDep
 from cloud.oncall import service
 from cloud.oncall.schemas import (
-    ErrorOut,
     OnCallEntryOut,
     OnCallNowOut,
     OverrideIn,
@@ -38,7 +37,7 @@ from cloud.oncall.schemas import (
     WebhookOut,
     WebhookPatch,
 )
-from cloud.property.schemas import Page
+from cloud.property.schemas import ErrorOut, Page
 from cloud.property.scope import MAX_PAGE
 
 P = Permission

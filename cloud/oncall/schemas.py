@@ -15,7 +15,6 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     model_validator,
@@ -23,7 +22,7 @@ from pydantic import (
 
 from cloud.accounts.permissions import Role
 from cloud.alerts.models import LIFE_SAFETY, MAINTENANCE
-from cloud.property.schemas import Name, Text, TimeZone
+from cloud.property.schemas import Id, Name, Text, TimeZone, _In, _Out
 
 SKILLS = ("electrical", "hvac", "plumbing", "lifts", "security", "general")
 TRACKS = (LIFE_SAFETY, MAINTENANCE)
@@ -49,7 +48,6 @@ assert Channel.__args__ == CHANNELS  # type: ignore[attr-defined]
 assert TargetType.__args__ == TARGET_TYPES  # type: ignore[attr-defined]
 assert RoleName.__args__ == ROLES  # type: ignore[attr-defined]
 
-Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 HHMM = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$"),
@@ -92,20 +90,6 @@ def check_url(value: str) -> str:
 
 
 Url = Annotated[str, StringConstraints(max_length=MAX_URL), AfterValidator(check_url)]
-
-
-class _In(BaseModel):
-    # A misspelt field is an error rather than a silently ignored one.
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-
-class ErrorOut(BaseModel):
-    detail: str
-    code: str
 
 
 # -- rotas
@@ -365,8 +349,3 @@ class PreferencesOut(BaseModel):
     quiet_end: str | None
     timezone: str
     saved: bool = Field(description="false: nothing saved yet, these are the defaults")
-
-
-def patch_fields(patch: BaseModel) -> dict[str, Any]:
-    """The fields a patch sets (an explicit null clears an optional link)."""
-    return patch.model_dump(exclude_unset=True)

@@ -34,7 +34,7 @@ from cloud.alerts.models import (
 from cloud.audit.chain import record
 from cloud.kit.errors import Conflict, InvalidInput, NotFound
 from cloud.oncall import recipients
-from cloud.oncall.rota import Shift, shifts
+from cloud.oncall.rota import Shift
 from cloud.oncall.schemas import (
     OverrideIn,
     PolicyIn,
@@ -45,10 +45,10 @@ from cloud.oncall.schemas import (
     StepIn,
     WebhookIn,
     WebhookPatch,
-    patch_fields,
 )
 from cloud.oncall.walltime import DEFAULT_TIMEZONE, parse_hhmm, zone
 from cloud.property.models import Company, Site
+from cloud.property.schemas import patch_fields
 from cloud.property.scope import (
     DEFAULT_PAGE,
     Page,
@@ -341,11 +341,6 @@ async def rota_schedule(
     if not 1 <= days <= SCHEDULE_MAX_DAYS:
         raise InvalidInput(f"days: 1 to {SCHEDULE_MAX_DAYS}")
     return await recipients.schedule(session, rota.id, start or _now(), days)
-
-
-def preview(rota: OncallRota, timezone: str | None, start: datetime, days: int) -> list[Shift]:
-    """The turns of a rota alone (no overrides): what a form's values would give."""
-    return shifts(recipients.turns_of(rota, timezone), [], start, start + timedelta(days=days))
 
 
 async def user_names(

@@ -72,8 +72,4 @@ def wall_instant(day: date, at: time, tz: ZoneInfo, *, after: datetime | None = 
     return candidates[0]
 
 
-def local_date(instant: datetime, tz: ZoneInfo) -> date:
-    return instant.astimezone(tz).date()
-
-
-__all__ = ["DEFAULT_TIMEZONE", "as_utc", "local_date", "parse_hhmm", "wall_instant", "zone"]
+__all__ = ["DEFAULT_TIMEZONE", "as_utc", "parse_hhmm", "wall_instant", "zone"]
