@@ -9,20 +9,11 @@ happens the first time, unless the caller asks for the first one after some inst
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-DEFAULT_TIMEZONE = "Asia/Shanghai"
-
-
-@cache
-def zone(name: str | None) -> ZoneInfo:
-    """The zone called ``name``; the default zone for an empty or unknown one (a zone removed from
-    the tz database must not stop alerts from going out)."""
-    try:
-        return ZoneInfo(name or DEFAULT_TIMEZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIMEZONE)
+# The console's: the default zone for an empty or unknown name.
+from cloud.console.zones import zone
+from cloud.property.models import DEFAULT_TIMEZONE
 
 
 def parse_hhmm(text: str) -> time:
